@@ -1,0 +1,19 @@
+"""Capture: forward hooks, bounded reservoirs and streaming statistics."""
+
+from ._buffer import Reservoir
+from ._recorder import Recorder, StepContext, attach
+from ._select import ACTIVATION_TYPES, list_layers, select_layers, unwrap
+from ._stats import HIST_BINS, StreamingStats
+
+__all__ = [
+    "ACTIVATION_TYPES",
+    "HIST_BINS",
+    "Recorder",
+    "Reservoir",
+    "StepContext",
+    "StreamingStats",
+    "attach",
+    "list_layers",
+    "select_layers",
+    "unwrap",
+]

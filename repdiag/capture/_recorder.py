@@ -1,0 +1,523 @@
+"""``repdiag.attach``: forward hooks that capture activations into bounded buffers.
+
+The hook is the hot path. On a step that is not due it returns after reading one Python bool.
+On a due step it detaches the activation, updates the layer's streaming statistics on the full
+tensor, reduces conv maps per ``reduce`` and offers the rows to the layer's reservoir, all on the
+activation's device with no host synchronisation. It never returns a value, so the model's
+outputs, gradients, parameters, buffers, RNG state and mode are untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from .._errors import ConfigError, RepdiagError, RepdiagWarning, ShapeError
+from .._validation import check_choice, check_nonneg_float, check_positive_int
+from ..metrics._registry import LayerData, Metric, Row, iter_rows, resolve_metrics
+from ..tables import MODEL_LAYER, concat_tables, empty_table, make_table
+from ._buffer import Reservoir
+from ._select import LayerSpec, layout_of, select_layers, unwrap
+from ._stats import StreamingStats
+
+__all__ = ["Recorder", "attach", "StepContext"]
+
+Reduce = Literal["mean", "positions", "flatten"]
+_REDUCES = ("mean", "positions", "flatten")
+_MAX_PENDING = 64
+
+
+@dataclass
+class StepContext:
+    """What a step callback sees: the step just completed, its labels and inputs (if given)."""
+
+    step: int
+    labels: Tensor | None
+    inputs: Any
+    due: bool
+
+
+StepCallback = Callable[["Recorder", StepContext], Iterable[Row]]
+
+
+def _first_tensor(obj: Any) -> Tensor | None:
+    """The tensor a module produced: itself, the first element of a tuple/list, the first value
+    of a dict (in insertion order), recursively."""
+    if isinstance(obj, Tensor):
+        return obj
+    if isinstance(obj, (tuple, list)):
+        for o in obj:
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+        return None
+    if isinstance(obj, Mapping):
+        for o in obj.values():
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+    return None
+
+
+@dataclass
+class _Layer:
+    name: str
+    module: nn.Module
+    reservoir: Reservoir
+    stats: StreamingStats | None = None
+    depth: int | None = None
+    layout: tuple[int, int] | None = None
+    calls: int = 0
+    pending: list[tuple[Tensor, Tensor, int]] = field(default_factory=list)  # (slots, sample_idx, batch)
+
+    @property
+    def kind(self) -> str:
+        return type(self.module).__name__
+
+
+class Recorder:
+    """Captures per-layer activations of ``model``; create it with :func:`attach`.
+
+    Use it as a context manager, or call :meth:`detach` when done. See :func:`attach` for the
+    parameters.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: LayerSpec = "auto",
+        *,
+        every: int = 1,
+        max_samples: int = 4096,
+        reduce: Reduce = "mean",
+        metrics: str | Sequence[str] | None = "default",
+        run: str | None = None,
+        seed: int = 0,
+        capture: Literal["output", "input"] = "output",
+        feature_dim: int | None = None,
+        batch_dim: int = 0,
+        sparsity_eps: float = 0.0,
+        snapshot_every: int | None = None,
+        metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+        self.every = check_positive_int(every, "every")
+        self.max_samples = check_positive_int(max_samples, "max_samples")
+        self.reduce: str = check_choice(reduce, "reduce", _REDUCES)
+        self.capture: str = check_choice(capture, "capture", ("output", "input"))
+        self.sparsity_eps = check_nonneg_float(sparsity_eps, "sparsity_eps")
+        if snapshot_every is not None:
+            check_positive_int(snapshot_every, "snapshot_every")
+        self.snapshot_every = snapshot_every
+        if feature_dim is not None and (isinstance(feature_dim, bool) or not isinstance(feature_dim, int)):
+            raise ConfigError(f"feature_dim must be None (automatic) or an int; got {feature_dim!r}.")
+        self.feature_dim = feature_dim
+        self.batch_dim = batch_dim
+        self.seed = int(seed)
+        self.run = run
+        self.model = model
+        self.inner = unwrap(model)
+        self.metrics: list[Metric] = resolve_metrics(metrics)
+        self.metric_options: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (metric_options or {}).items()}
+        self.step_count = 0
+        self._active = True  # step 0 is due
+        self._paused = 0
+        self._detached = False
+        self._history: list[pd.DataFrame] = []
+        self._callbacks: list[StepCallback] = []
+        self.skipped: list[tuple[str, str, str]] = []  # (metric, layer, reason) of the last table()
+        modules = dict(self.inner.named_modules())
+        self._layers: dict[str, _Layer] = {
+            name: _Layer(name, modules[name], Reservoir(self.max_samples, self.seed))
+            for name in select_layers(self.inner, layers)
+        }
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        for layer in self._layers.values():
+            if self.capture == "output":
+                h = layer.module.register_forward_hook(self._make_hook(layer, output=True))
+            else:
+                h = layer.module.register_forward_pre_hook(self._make_hook(layer, output=False))
+            self._handles.append(h)
+
+    # -- hot path -------------------------------------------------------------------------------
+    def _make_hook(self, layer: _Layer, *, output: bool) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, out: Any = None) -> None:
+            if not self._active or self._paused:
+                return
+            t = _first_tensor(out if output else args)
+            if t is None or not t.is_floating_point() or t.ndim == 0:
+                return
+            try:
+                with torch.no_grad():
+                    self._record(layer, t.detach())
+            except RepdiagError:
+                self.detach()
+                raise
+            except (RuntimeError, ValueError) as exc:
+                self.detach()
+                raise RepdiagError(
+                    f"capturing layer {layer.name!r} ({layer.kind}) failed on an activation of shape "
+                    f"{tuple(t.shape)}: {exc}. repdiag detached itself; the model is unchanged."
+                ) from exc
+
+        return hook
+
+    def _layout(self, layer: _Layer, x: Tensor) -> tuple[int, int]:
+        if x.ndim <= 2:
+            return 0, max(x.ndim - 1, 0)
+        if self.feature_dim is not None:
+            return self.batch_dim, self.feature_dim % x.ndim
+        if layer.layout is None or len(layer.layout) != 2:
+            prev = None
+            for other in sorted(
+                (lay for lay in self._layers.values() if lay.depth is not None and lay.layout is not None),
+                key=lambda lay: lay.depth or 0,
+            ):
+                prev = other.layout
+            layer.layout = layout_of(layer.module, x.ndim, prev)
+        b, f = layer.layout
+        return b, f % x.ndim
+
+    def _record(self, layer: _Layer, x: Tensor) -> None:
+        if layer.depth is None:
+            layer.depth = sum(1 for lay in self._layers.values() if lay.depth is not None)
+        if x.ndim == 1:
+            x = x[:, None]
+        bdim, fdim = self._layout(layer, x)
+        if bdim == fdim:
+            raise ShapeError(f"batch and feature dims coincide ({bdim}) for layer {layer.name!r}; set feature_dim.")
+        x = x.movedim((bdim, fdim), (0, 1))  # (N, D, *positions), a view
+        n, d = x.shape[0], x.shape[1]
+        if layer.stats is None:
+            layer.stats = StreamingStats(d, x.device, eps=self.sparsity_eps)
+        elif layer.stats.units != d:
+            raise ShapeError(
+                f"layer {layer.name!r} produced {d} units on this call but {layer.stats.units} before; "
+                "repdiag needs a fixed feature size per layer. Select another layer or set feature_dim."
+            )
+        layer.stats.update(x)
+        if self.reduce == "mean" or x.ndim == 2:
+            rows = x.mean(dim=tuple(range(2, x.ndim))) if x.ndim > 2 else x
+            sample_idx = torch.arange(n, device=x.device)
+        elif self.reduce == "positions":
+            p = x[0, 0].numel()
+            rows = x.flatten(2).transpose(1, 2).reshape(n * p, d)
+            sample_idx = torch.arange(n, device=x.device).repeat_interleave(p)
+        else:  # flatten: the whole representation of a sample is one row
+            rows = x.reshape(n, -1)
+            sample_idx = torch.arange(n, device=x.device)
+        if layer.reservoir.data is not None and layer.reservoir.data.shape[1] != rows.shape[1]:
+            raise ShapeError(
+                f"layer {layer.name!r} gave rows of {rows.shape[1]} features with reduce={self.reduce!r}, "
+                f"{layer.reservoir.data.shape[1]} before (the input size changed?). Use reduce='mean'."
+            )
+        slots = layer.reservoir.offer(rows.to(layer.reservoir.data.dtype) if layer.reservoir.data is not None else rows)
+        layer.calls += 1
+        if len(layer.pending) >= _MAX_PENDING:  # step() is not being called: labels stay unknown
+            layer.pending.pop(0)
+        layer.pending.append((slots, sample_idx, n))
+
+    # -- schedule -------------------------------------------------------------------------------
+    def step(self, labels: Any = None, *, inputs: Any = None) -> None:
+        """End the current step: attach ``labels`` (of the batch just seen) to the rows kept from
+        it, advance the schedule, and run step callbacks (probes) when due."""
+        self._check_attached()
+        was_due = self._active and not self._paused
+        lab: Tensor | None = None
+        if labels is not None:
+            lab = labels if isinstance(labels, Tensor) else torch.as_tensor(labels)
+            if lab.ndim != 1 or lab.is_floating_point():
+                raise ShapeError(
+                    f"labels must be a 1-D integer tensor (one class index per sample); got "
+                    f"{lab.dtype} of shape {tuple(lab.shape)}. Pass y, or y.argmax(1) for one-hot targets."
+                )
+        for layer in self._layers.values():
+            if lab is not None:
+                for slots, sample_idx, n in layer.pending:
+                    if n != lab.shape[0]:
+                        raise ShapeError(
+                            f"labels hold {lab.shape[0]} entries but layer {layer.name!r} saw a batch of {n} "
+                            "samples on this step; pass the labels of the batch just fed to the model."
+                        )
+                for slots, sample_idx, _ in layer.pending:
+                    layer.reservoir.set_labels(slots, lab.to(slots.device)[sample_idx])
+            layer.pending.clear()
+        self.step_count += 1
+        self._active = self.step_count % self.every == 0
+        ctx = StepContext(self.step_count, lab, inputs, was_due)
+        for cb in self._callbacks:
+            rows = list(cb(self, ctx))
+            if rows:
+                self._history.append(self._finish_rows(rows, step=self.step_count))
+        if self.snapshot_every is not None and self.step_count % self.snapshot_every == 0:
+            self.snapshot(reset=True)
+
+    def add_step_callback(self, callback: StepCallback) -> None:
+        """Call ``callback(rec, ctx)`` after every :meth:`step`; its rows join the table."""
+        self._callbacks.append(callback)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Within this block the hooks record nothing (say, for validation passes)."""
+        self._paused += 1
+        try:
+            yield
+        finally:
+            self._paused -= 1
+
+    @property
+    def due(self) -> bool:
+        """Whether forward passes now are recorded."""
+        return self._active and not self._paused and not self._detached
+
+    # -- read side ------------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[str]:
+        """Hooked module paths, in forward order once they have run (selection order before)."""
+        return [lay.name for lay in self._ordered()]
+
+    def _ordered(self) -> list[_Layer]:
+        seen = sorted((lay for lay in self._layers.values() if lay.depth is not None), key=lambda lay: lay.depth or 0)
+        return seen + [lay for lay in self._layers.values() if lay.depth is None]
+
+    def _get(self, layer: str) -> _Layer:
+        if layer not in self._layers:
+            import difflib
+
+            close = difflib.get_close_matches(layer, list(self._layers), n=3, cutoff=0.5)
+            from .._errors import LayerNotFoundError
+
+            raise LayerNotFoundError(
+                f"layer {layer!r} is not recorded." + (f" Closest: {', '.join(map(repr, close))}." if close else "")
+                + f" Recorded: {self.layers}."
+            )
+        return self._layers[layer]
+
+    def samples(self, layer: str) -> tuple[Tensor, Tensor]:
+        """Buffered samples ``(n, d)`` of ``layer`` and their labels ``(n,)`` (``-1`` = unknown).
+
+        Rows are copies in slot order, on the activations' device, in their dtype.
+        """
+        lay = self._get(layer)
+        if lay.reservoir.data is None:
+            raise RepdiagError(f"layer {layer!r} has no samples yet: run a forward pass on a due step first.")
+        x, y = lay.reservoir.rows()
+        return x.clone(), y.clone()
+
+    def stats(self, layer: str) -> StreamingStats | None:
+        """The streaming statistics of ``layer`` (None before its first due forward)."""
+        return self._get(layer).stats
+
+    def layer_data(self) -> list[LayerData]:
+        """What metric plugins see, one entry per layer that has run."""
+        out = []
+        for lay in self._ordered():
+            if lay.stats is None or lay.reservoir.data is None:
+                continue
+            x, y = lay.reservoir.rows()
+            out.append(LayerData(lay.name, lay.kind, int(lay.depth or 0), x, y, lay.stats, self.inner, lay.module))
+        return out
+
+    def compute(self, metrics: Sequence[Metric] | None = None) -> list[Row]:
+        """Rows of ``metrics`` (default: the recorder's) on the current buffers, without a step."""
+        metrics = self.metrics if metrics is None else list(metrics)
+        data = self.layer_data()
+        rows: list[Row] = []
+        self.skipped = []
+        for m in metrics:
+            opts = {**self.metric_options.get("*", {}), **self.metric_options.get(m.name, {})}
+            if m.scope == "model":
+                md = LayerData(MODEL_LAYER, type(self.inner).__name__, -1, model=self.inner)
+                reason = m.missing(md)
+                if reason:
+                    self.skipped.append((m.name, MODEL_LAYER, reason))
+                    continue
+                for r in iter_rows(m, md, opts):
+                    r.setdefault("layer", MODEL_LAYER)
+                    r.setdefault("module", md.module)
+                    r.setdefault("depth", -1)
+                    rows.append(r)
+                continue
+            for d in data:
+                reason = m.missing(d)
+                if reason:
+                    self.skipped.append((m.name, d.layer, reason))
+                    continue
+                if "labels" in m.needs and d.labels is not None and d.samples is not None:
+                    known = d.labels >= 0
+                    if not bool(known.all()):
+                        d = LayerData(d.layer, d.module, d.depth, d.samples[known], d.labels[known], d.stats,
+                                      d.model, d.module_ref)
+                for r in iter_rows(m, d, opts):
+                    r.setdefault("layer", d.layer)
+                    r.setdefault("module", d.module)
+                    r.setdefault("depth", d.depth)
+                    rows.append(r)
+        by_reason: dict[tuple[str, str], list[str]] = {}
+        for name, lay_name, reason in self.skipped:
+            by_reason.setdefault((name, reason), []).append(lay_name)
+        for (name, reason), names in by_reason.items():
+            warnings.warn(f"metric {name!r} skipped on {len(names)} layer(s) ({', '.join(names[:3])}"
+                          f"{', ...' if len(names) > 3 else ''}): {reason}", RepdiagWarning, stacklevel=3)
+        return rows
+
+    def _finish_rows(self, rows: Iterable[Row], *, step: int | None) -> pd.DataFrame:
+        out = []
+        for r in rows:
+            r = dict(r)
+            r.setdefault("run", self.run)
+            r.setdefault("step", step)
+            r.setdefault("layer", MODEL_LAYER)
+            r.setdefault("module", type(self.inner).__name__)
+            r.setdefault("depth", -1)
+            r.setdefault("n", pd.NA)
+            v = r.get("value")
+            r["value"] = float("nan") if v is None else float(v)
+            out.append(r)
+        return make_table(out)
+
+    def snapshot(self, *, reset: bool = False) -> pd.DataFrame:
+        """Compute the metrics now, keep the rows in the recorder's history (step = steps
+        completed), and optionally :meth:`reset` the buffers. Returns the new rows."""
+        frame = self._finish_rows(self.compute(), step=self.step_count)
+        self._history.append(frame)
+        if reset:
+            self.reset()
+        return frame
+
+    def table(self) -> pd.DataFrame:
+        """The tidy table: every snapshot and callback row so far, plus the metrics computed on the
+        current buffers (when anything was captured since the last reset)."""
+        frames = list(self._history)
+        if any(lay.reservoir.seen for lay in self._layers.values()):
+            frames.append(self._finish_rows(self.compute(), step=self.step_count))
+        return concat_tables(frames) if frames else empty_table()
+
+    def reset(self) -> None:
+        """Empty the buffers and statistics (the allocations stay; history stays)."""
+        for lay in self._layers.values():
+            lay.reservoir.reset()
+            if lay.stats is not None:
+                lay.stats = StreamingStats(lay.stats.units, lay.stats.device, eps=self.sparsity_eps)
+            lay.pending.clear()
+
+    def memory_bytes(self) -> int:
+        """Bytes held by every buffer and statistic (bounded by configuration, not by steps)."""
+        return sum(lay.reservoir.nbytes() + (lay.stats.nbytes() if lay.stats else 0) for lay in self._layers.values())
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def _check_attached(self) -> None:
+        if self._detached:
+            raise RepdiagError("this recorder is detached; call repdiag.attach(model) again to record more.")
+
+    def detach(self) -> None:
+        """Remove every hook; the model is as it was before :func:`attach`. Idempotent."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._detached = True
+
+    @property
+    def attached(self) -> bool:
+        """False once :meth:`detach` ran."""
+        return not self._detached
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    def __repr__(self) -> str:
+        return (f"Recorder(run={self.run!r}, layers={len(self._layers)}, every={self.every}, "
+                f"max_samples={self.max_samples}, reduce={self.reduce!r}, step={self.step_count})")
+
+
+def attach(
+    model: nn.Module,
+    layers: LayerSpec = "auto",
+    *,
+    every: int = 1,
+    max_samples: int = 4096,
+    reduce: Reduce = "mean",
+    metrics: str | Sequence[str] | None = "default",
+    run: str | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> Recorder:
+    """Hook ``model`` and record per-layer activations; returns a :class:`Recorder`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module; DataParallel / DistributedDataParallel wrappers are unwrapped, so layer
+        names carry no ``module.`` prefix.
+    layers : "auto", str, list, type or callable
+        ``"auto"`` takes every activation module (ReLU, GELU, SiLU, Tanh, ... see
+        :data:`repdiag.capture.ACTIVATION_TYPES`): their outputs are the post-activation
+        representations the source papers study. A model with none (it calls ``F.relu`` in
+        ``forward``) gets its conv, linear, norm, RNN and Transformer-block layers instead. Also
+        accepted: a module path, a glob (``"features.*"``), a list of those, a module type or
+        tuple of types, or a predicate ``f(name, module) -> bool``.
+    every : int
+        Record on steps ``0, every, 2*every, ...``; other steps cost one bool check per hook.
+    max_samples : int
+        Rows kept per layer (reservoir sampling: a uniform sample of all rows seen).
+    reduce : {"mean", "positions", "flatten"}
+        How a conv map becomes rows: the spatial mean per channel (one row per sample), each
+        spatial position a row (labels broadcast), or the flattened map.
+    metrics : "default", "all", list of str, or None
+        Metric plugins :meth:`Recorder.table` computes (``repdiag metrics`` lists them).
+    run : str
+        Run name written in the table's ``run`` column.
+    seed : int
+        Seed of the reservoirs' own generators (the global RNG is never touched).
+    **options
+        ``capture="input"`` records each module's input instead of its output (the
+        post-activation input of the next layer in nets with functional activations);
+        ``feature_dim`` / ``batch_dim`` override the layout; ``sparsity_eps`` counts
+        ``|x| <= eps`` as zero; ``snapshot_every=k`` snapshots and resets every k steps so the
+        table has values over training; ``metric_options={"name": {...}, "*": {...}}``; further
+        keys (``probe``, ``loss_fn``, ...) are accepted by the probes that define them.
+    """
+    extension_keys = ("probe", "probe_every", "loss_fn", "landscape_every", "optimizer", "landscape_options",
+                      "probe_options")
+    ext = {k: options.pop(k) for k in list(options) if k in extension_keys}
+    rec = Recorder(model, layers, every=every, max_samples=max_samples, reduce=reduce, metrics=metrics, run=run,
+                   seed=seed, **options)
+    try:
+        _attach_extensions(rec, ext)
+    except BaseException:
+        rec.detach()
+        raise
+    return rec
+
+
+def _attach_extensions(rec: Recorder, ext: dict[str, Any]) -> None:
+    """Wire the optional probes (EM shift on a fixed probe batch, landscape probes)."""
+    if not ext:
+        return
+    if ext.get("probe") is not None or "probe_every" in ext or "probe_options" in ext:
+        try:
+            from ._probe import attach_probe
+        except ImportError as exc:  # pragma: no cover - present once the transport probes land
+            raise ConfigError("probe=... needs repdiag's EM-shift probe, which this build lacks.") from exc
+        attach_probe(rec, ext.pop("probe", None), every=ext.pop("probe_every", None),
+                     **dict(ext.pop("probe_options", None) or {}))
+    if ext.get("loss_fn") is not None or "landscape_every" in ext:
+        try:
+            from ..landscape._scheduled import attach_landscape
+        except ImportError as exc:  # pragma: no cover - present once the landscape probes land
+            raise ConfigError("loss_fn=... needs repdiag.landscape, which this build lacks.") from exc
+        attach_landscape(rec, ext.pop("loss_fn", None), every=ext.pop("landscape_every", None),
+                         optimizer=ext.pop("optimizer", None), **dict(ext.pop("landscape_options", None) or {}))
+    if ext:
+        raise ConfigError(f"unused option(s) {sorted(ext)}: probe options need probe=..., landscape options loss_fn=...")

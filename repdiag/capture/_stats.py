@@ -1,0 +1,156 @@
+"""Streaming statistics accumulated inside the hook on the full (un-reduced) activation tensor.
+
+Everything here runs on the activation's device with no host synchronisation: counts that the
+host knows from shapes are Python ints, everything data-dependent stays a tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = ["StreamingStats", "HIST_BINS"]
+
+HIST_BINS = 1001
+"""Bins of the per-sample zero-fraction histogram: bin ``i`` holds fractions that round to i/1000."""
+
+
+def _acc_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+@dataclass
+class StreamingStats:
+    """Per-unit running statistics of one layer.
+
+    A *unit* is a feature (Linear) or a channel (conv); an *entry* is one element of the
+    activation tensor; a *map* is the entries of one unit for one input sample (the spatial map
+    of a channel, or a single entry for 2-D activations).
+
+    Attributes
+    ----------
+    batches : int
+        Hook calls accumulated.
+    samples : int
+        Input samples (rows of the batch) seen.
+    entries_per_unit : int
+        Entries seen per unit (``samples x positions``).
+    eps : float
+        An entry counts as zero when ``|x| <= eps``.
+    zeros : Tensor (units,), int64
+        Entries counted as zero, per unit.
+    zero_maps : Tensor (units,), int64
+        Maps whose every entry counts as zero, per unit.
+    nonfinite : Tensor (units,), int64
+        Maps holding a NaN or Inf, per unit (for 2-D activations: entries).
+    mean, m2 : Tensor (units,), float64
+        Running mean and sum of squared deviations (Chan et al.'s parallel update), over
+        entries.
+    min, max : Tensor (units,)
+        Running extremes over entries.
+    sample_zero_hist : Tensor (HIST_BINS,), int64
+        Histogram of each sample's zero fraction over its whole representation.
+    """
+
+    units: int
+    device: torch.device
+    eps: float = 0.0
+    batches: int = 0
+    samples: int = 0
+    entries_per_unit: int = 0
+    zeros: Tensor = field(init=False)
+    zero_maps: Tensor = field(init=False)
+    nonfinite: Tensor = field(init=False)
+    mean: Tensor = field(init=False)
+    m2: Tensor = field(init=False)
+    min: Tensor = field(init=False)
+    max: Tensor = field(init=False)
+    sample_zero_hist: Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        d, dev = self.units, self.device
+        acc = _acc_dtype(dev)
+        self.zeros = torch.zeros(d, dtype=torch.int64, device=dev)
+        self.zero_maps = torch.zeros(d, dtype=torch.int64, device=dev)
+        self.nonfinite = torch.zeros(d, dtype=torch.int64, device=dev)
+        self.mean = torch.zeros(d, dtype=acc, device=dev)
+        self.m2 = torch.zeros(d, dtype=acc, device=dev)
+        self.min = torch.full((d,), float("inf"), dtype=acc, device=dev)
+        self.max = torch.full((d,), float("-inf"), dtype=acc, device=dev)
+        self.sample_zero_hist = torch.zeros(HIST_BINS, dtype=torch.int64, device=dev)
+
+    # -- hot path -------------------------------------------------------------------------------
+    def update(self, x: Tensor) -> None:
+        """Accumulate a batch ``x`` of shape ``(batch, units, *positions)`` (units on dim 1)."""
+        n, d = x.shape[0], x.shape[1]
+        if n == 0:
+            return
+        positions = x[0, 0].numel() if x.ndim > 2 else 1
+        red = tuple(range(2, x.ndim))
+        xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        is_zero = (xf.abs() <= self.eps) if self.eps > 0 else (xf == 0)
+        zeros_nc = is_zero.sum(dim=red) if red else is_zero.long()  # (n, d)
+        self.zeros += zeros_nc.sum(dim=0)
+        self.zero_maps += (zeros_nc == positions).sum(dim=0)
+        frac = zeros_nc.sum(dim=1).to(torch.float32) / float(d * positions)
+        idx = torch.round(frac * (HIST_BINS - 1)).long().clamp_(0, HIST_BINS - 1)
+        self.sample_zero_hist.index_add_(0, idx, torch.ones_like(idx))
+
+        dims = (0, *red)
+        var_b, mean_b = torch.var_mean(xf, dim=dims, correction=0)
+        # a NaN/Inf anywhere in a map makes that map's mean non-finite: count maps, not entries
+        map_means = xf.mean(dim=red) if red else xf
+        self.nonfinite += (~torch.isfinite(map_means)).sum(dim=0)
+        self.min = torch.minimum(self.min, xf.amin(dim=dims).to(self.min.dtype))
+        self.max = torch.maximum(self.max, xf.amax(dim=dims).to(self.max.dtype))
+
+        n_b = n * positions
+        n_a = self.entries_per_unit
+        tot = n_a + n_b
+        mean_b = mean_b.to(self.mean.dtype)
+        delta = mean_b - self.mean
+        self.mean += delta * (n_b / tot)
+        self.m2 += var_b.to(self.m2.dtype) * n_b + delta * delta * (n_a * n_b / tot)
+        self.entries_per_unit = tot
+        self.samples += n
+        self.batches += 1
+
+    # -- read side ------------------------------------------------------------------------------
+    def var(self, correction: int = 0) -> Tensor:
+        """Per-unit variance over entries (population variance by default)."""
+        denom = self.entries_per_unit - correction
+        if denom <= 0:
+            return torch.full_like(self.m2, float("nan"))
+        return self.m2 / denom
+
+    def std(self, correction: int = 0) -> Tensor:
+        """Per-unit standard deviation over entries."""
+        return self.var(correction).sqrt()
+
+    def merge(self, other: StreamingStats) -> None:
+        """Fold ``other`` (same units) into ``self``: the exact statistics of the union."""
+        if other.units != self.units:
+            raise ValueError(f"cannot merge statistics of {other.units} units into {self.units}")
+        if other.entries_per_unit == 0:
+            return
+        n_a, n_b = self.entries_per_unit, other.entries_per_unit
+        tot = n_a + n_b
+        o_mean = other.mean.to(self.device, self.mean.dtype)
+        delta = o_mean - self.mean
+        self.mean += delta * (n_b / tot)
+        self.m2 += other.m2.to(self.device, self.m2.dtype) + delta * delta * (n_a * n_b / tot)
+        for name in ("zeros", "zero_maps", "nonfinite", "sample_zero_hist"):
+            getattr(self, name).add_(getattr(other, name).to(self.device))
+        self.min = torch.minimum(self.min, other.min.to(self.device, self.min.dtype))
+        self.max = torch.maximum(self.max, other.max.to(self.device, self.max.dtype))
+        self.entries_per_unit = tot
+        self.samples += other.samples
+        self.batches += other.batches
+
+    def nbytes(self) -> int:
+        """Bytes held by the statistics tensors."""
+        return sum(t.numel() * t.element_size() for t in (
+            self.zeros, self.zero_maps, self.nonfinite, self.mean, self.m2, self.min, self.max,
+            self.sample_zero_hist))

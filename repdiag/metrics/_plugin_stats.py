@@ -1,0 +1,50 @@
+"""Built-in metrics from the streaming statistics (computed on the full activation tensor)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from .._errors import warn_undefined
+from ._registry import LayerData, Row, register_metric
+
+
+@register_metric("sparsity", needs=("stats",), default=True)
+def _sparsity(data: LayerData) -> Iterator[Row]:
+    """Element sparsity: fraction of all activation entries with |a| <= eps (eps = attach's sparsity_eps)."""
+    s = data.stats
+    total = s.entries_per_unit * s.units
+    yield {"value": float(s.zeros.sum().item()) / total, "n": s.samples}
+
+
+@register_metric("dead_units", needs=("stats",), default=True)
+def _dead_units(data: LayerData) -> Iterator[Row]:
+    """Fraction of units (channels) that were zero on every entry of every sample seen."""
+    s = data.stats
+    yield {"value": float((s.zeros == s.entries_per_unit).sum().item()) / s.units, "n": s.samples}
+
+
+@register_metric("mean", needs=("stats",), default=True)
+def _mean(data: LayerData) -> Iterator[Row]:
+    """Mean activation over units of each unit's running mean (over all entries)."""
+    s = data.stats
+    yield {"value": float(s.mean.mean().item()), "n": s.samples}
+
+
+@register_metric("std", needs=("stats",), default=True)
+def _std(data: LayerData) -> Iterator[Row]:
+    """Mean over units of each unit's standard deviation (population, over all entries)."""
+    s = data.stats
+    std = s.std()
+    value = float(std.mean().item())
+    if value != value:
+        warn_undefined(f"std of layer {data.layer!r}", "non-finite activations or no entries")
+    yield {"value": value, "n": s.samples}
+
+
+@register_metric("nonfinite", needs=("stats",), default=True)
+def _nonfinite(data: LayerData) -> Iterator[Row]:
+    """Number of (sample, unit) maps holding a NaN or Inf (entries for 2-D activations)."""
+    s = data.stats
+    yield {"value": float(s.nonfinite.sum().to(torch.float64).item()), "n": s.samples}

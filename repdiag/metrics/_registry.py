@@ -1,0 +1,255 @@
+"""The metric registry: built-ins register with a decorator, third parties through the
+``repdiag.metrics`` entry-point group.
+
+A metric plugin is a function ``fn(data: LayerData, **options) -> Iterable[Row]`` where a row is a
+mapping with at least ``metric`` and ``value`` (and usually ``n``) plus any parameter columns.
+The recorder fills ``run``, ``step``, ``layer``, ``module`` and ``depth``. A plugin declares what
+it needs (see :data:`NEEDS`); when that is missing for a layer the plugin is skipped and the
+reason is recorded (and warned once).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from .._errors import ConfigError, RepdiagError
+
+__all__ = [
+    "NEEDS",
+    "LayerData",
+    "Metric",
+    "Row",
+    "register_metric",
+    "unregister_metric",
+    "get_metric",
+    "available_metrics",
+    "resolve_metrics",
+    "default_metrics",
+    "ENTRY_POINT_GROUP",
+]
+
+Row = dict[str, Any]
+ENTRY_POINT_GROUP = "repdiag.metrics"
+
+NEEDS: dict[str, str] = {
+    "samples": "buffered (n, d) activation samples of the layer",
+    "labels": "class labels stored beside the samples (pass labels to rec.step)",
+    "stats": "streaming statistics accumulated on the full activation tensor",
+    "model": "the model itself (model-wide metrics such as the BN gamma table)",
+}
+
+
+@dataclass
+class LayerData:
+    """What a plugin sees of one layer.
+
+    Attributes
+    ----------
+    layer, module, depth : str, str, int
+        Module path, class name and forward-order position.
+    samples : Tensor or None
+        Buffered samples, shape ``(n, d)``, on the activations' device.
+    labels : Tensor or None
+        int64 labels of shape ``(n,)`` beside ``samples``; ``-1`` marks a sample whose label was
+        never given. Plugins see only labelled rows when they declare ``needs=("labels",)``.
+    stats : object or None
+        The layer's streaming statistics (:class:`repdiag.capture.StreamingStats`).
+    model : torch.nn.Module or None
+        The whole model, for model-wide metrics.
+    module_ref : torch.nn.Module or None
+        The module object of this layer.
+    """
+
+    layer: str
+    module: str
+    depth: int
+    samples: Tensor | None = None
+    labels: Tensor | None = None
+    stats: Any = None
+    model: Any = None
+    module_ref: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric plugin."""
+
+    name: str
+    fn: Callable[..., Iterable[Row]]
+    needs: frozenset[str]
+    description: str
+    owner: str
+    scope: str = "layer"  # "layer": called per layer; "model": called once with the model
+    default: bool = False  # part of metrics="default"
+
+    def missing(self, data: LayerData) -> str | None:
+        """The reason this metric cannot run on ``data``, or None when it can."""
+        if "samples" in self.needs and (data.samples is None or data.samples.shape[0] == 0):
+            return "no buffered samples (the layer never ran on a due step)"
+        if "labels" in self.needs:
+            if data.labels is None or not bool((data.labels >= 0).any()):
+                return "no labels (pass labels=... to rec.step)"
+        if "stats" in self.needs and (data.stats is None or int(getattr(data.stats, "batches", 0)) == 0):
+            return "no streaming statistics (the layer never ran on a due step)"
+        if "model" in self.needs and data.model is None:
+            return "no model"
+        return None
+
+    def __call__(self, data: LayerData, **options: Any) -> list[Row]:
+        sig = inspect.signature(self.fn)
+        accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        kwargs = options if accepts_any else {k: v for k, v in options.items() if k in sig.parameters}
+        return [dict(r) for r in self.fn(data, **kwargs)]
+
+
+_REGISTRY: dict[str, Metric] = {}
+_ENTRY_POINTS_LOADED = False
+_BUILTINS_LOADED = False
+
+
+
+def _owner(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def register_metric(
+    name: str,
+    *,
+    needs: Sequence[str] = (),
+    description: str | None = None,
+    scope: str = "layer",
+    default: bool = False,
+) -> Callable[[Callable[..., Iterable[Row]]], Callable[..., Iterable[Row]]]:
+    """Decorator registering ``fn`` as metric ``name``.
+
+    Raises
+    ------
+    RepdiagError
+        If ``name`` is already registered (the message names both owners), or ``needs`` holds
+        an unknown requirement.
+    """
+    bad = [n for n in needs if n not in NEEDS]
+    if bad:
+        raise ConfigError(f"unknown requirement(s) {bad} for metric {name!r}; choose from {sorted(NEEDS)}.")
+    if scope not in ("layer", "model"):
+        raise ConfigError(f"scope must be 'layer' or 'model'; got {scope!r}.")
+
+    def deco(fn: Callable[..., Iterable[Row]]) -> Callable[..., Iterable[Row]]:
+        if name in _REGISTRY:
+            raise RepdiagError(
+                f"metric {name!r} is already registered by {_REGISTRY[name].owner}; "
+                f"{_owner(fn)} cannot register it again. Pick another name."
+            )
+        doc = description or (inspect.getdoc(fn) or "").strip().splitlines()[0:1]
+        desc = doc if isinstance(doc, str) else (doc[0] if doc else "")
+        _REGISTRY[name] = Metric(name, fn, frozenset(needs), desc, _owner(fn), scope, default)
+        return fn
+
+    return deco
+
+
+def unregister_metric(name: str) -> None:
+    """Remove metric ``name`` (for tests and interactive redefinition)."""
+    _REGISTRY.pop(name, None)
+
+
+def _load_builtins() -> None:
+    """Import every ``repdiag/metrics/_plugin_*.py`` module; each registers its metrics."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    import importlib
+    import pkgutil
+
+    from .. import metrics as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if info.name.startswith("_plugin_"):
+            importlib.import_module(f"{pkg.__name__}.{info.name}")
+
+
+def _load_entry_points() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()  # importing the module registers its metrics
+        except Exception as exc:  # noqa: BLE001 - a broken third-party plugin must not break repdiag
+            import warnings
+
+            from .._errors import RepdiagWarning
+
+            warnings.warn(f"metric plugin entry point {ep.name!r} ({ep.value}) failed to load: {exc}",
+                          RepdiagWarning, stacklevel=2)
+            continue
+        if isinstance(obj, Metric) and obj.name not in _REGISTRY:
+            _REGISTRY[obj.name] = obj
+
+
+def _all() -> Mapping[str, Metric]:
+    _load_builtins()
+    _load_entry_points()
+    return _REGISTRY
+
+
+def available_metrics() -> dict[str, Metric]:
+    """All registered metrics by name (built-ins and entry points), sorted."""
+    return dict(sorted(_all().items()))
+
+
+def default_metrics() -> list[str]:
+    """Names of the metrics ``metrics="default"`` selects (those registered with ``default=True``)."""
+    return [n for n, m in available_metrics().items() if m.default]
+
+
+def get_metric(name: str) -> Metric:
+    """The metric registered as ``name``; an unknown name raises with the closest names."""
+    reg = _all()
+    if name not in reg:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(reg), n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ConfigError(f"unknown metric {name!r}.{hint} `repdiag metrics` lists the {len(reg)} available.")
+    return reg[name]
+
+
+def resolve_metrics(metrics: str | Sequence[str] | None) -> list[Metric]:
+    """Turn ``"default"``, ``"all"``, ``None`` (none) or a list of names into metrics."""
+    if metrics is None:
+        return []
+    if isinstance(metrics, str):
+        if metrics == "default":
+            names: Sequence[str] = default_metrics()
+        elif metrics == "all":
+            names = list(available_metrics())
+        else:
+            names = [metrics]
+    else:
+        names = list(metrics)
+    out: list[Metric] = []
+    for n in names:
+        if not isinstance(n, str):
+            raise ConfigError(f"metric names must be strings; got {n!r}.")
+        m = get_metric(n)
+        if m not in out:
+            out.append(m)
+    return out
+
+
+def iter_rows(metric: Metric, data: LayerData, options: Mapping[str, Any]) -> Iterator[Row]:
+    """Rows of ``metric`` on ``data``, each tagged with the metric name when the plugin omits it."""
+    for row in metric(data, **options):
+        row.setdefault("metric", metric.name)
+        yield row
