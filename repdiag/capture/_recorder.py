@@ -24,6 +24,7 @@ from .._validation import check_choice, check_nonneg_float, check_positive_int
 from ..metrics._registry import LayerData, Metric, Row, iter_rows, resolve_metrics
 from ..tables import MODEL_LAYER, concat_tables, empty_table, make_table
 from ._buffer import Reservoir
+from ._distributed import gather_layer_data, rank_seed, sync_target
 from ._select import LayerSpec, layout_of, select_layers, unwrap
 from ._stats import StreamingStats
 
@@ -106,6 +107,8 @@ class Recorder:
         sparsity_eps: float = 0.0,
         snapshot_every: int | None = None,
         metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+        distributed: bool | Literal["rank0", "all"] = True,
+        distributed_timeout: float | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
@@ -122,6 +125,10 @@ class Recorder:
         self.feature_dim = feature_dim
         self.batch_dim = batch_dim
         self.seed = int(seed)
+        if distributed not in (True, False, "rank0", "all"):
+            raise ConfigError(f"distributed must be True, False, 'rank0' or 'all'; got {distributed!r}.")
+        self.distributed = distributed
+        self.distributed_timeout = distributed_timeout
         self.run = run
         self.model = model
         self.inner = unwrap(model)
@@ -136,10 +143,13 @@ class Recorder:
         self.skipped: list[tuple[str, str, str]] = []  # (metric, layer, reason) of the last table()
         modules = dict(self.inner.named_modules())
         self._layers: dict[str, _Layer] = {
-            name: _Layer(name, modules[name], Reservoir(self.max_samples, self.seed))
+            name: _Layer(name, modules[name], Reservoir(self.max_samples, rank_seed(self.seed, distributed)))
             for name in select_layers(self.inner, layers)
         }
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        # one float32 work buffer per device, as large as the largest activation, reused by every
+        # hook for the zero mask (fresh allocations of that size dominate the hook's cost)
+        self._scratch: dict[torch.device, Tensor] = {}
         for layer in self._layers.values():
             if self.capture == "output":
                 h = layer.module.register_forward_hook(self._make_hook(layer, output=True))
@@ -203,9 +213,12 @@ class Recorder:
                 f"layer {layer.name!r} produced {d} units on this call but {layer.stats.units} before; "
                 "repdiag needs a fixed feature size per layer. Select another layer or set feature_dim."
             )
-        layer.stats.update(x)
+        scratch = self._scratch.get(x.device)
+        if x.ndim > 2 and (scratch is None or scratch.numel() < x.numel()):
+            scratch = self._scratch[x.device] = torch.empty(x.numel(), dtype=torch.float32, device=x.device)
+        map_means = layer.stats.update(x, scratch)
         if self.reduce == "mean" or x.ndim == 2:
-            rows = x.mean(dim=tuple(range(2, x.ndim))) if x.ndim > 2 else x
+            rows = map_means.to(x.dtype) if x.ndim > 2 else x
             sample_idx = torch.arange(n, device=x.device)
         elif self.reduce == "positions":
             p = x[0, 0].numel()
@@ -317,7 +330,13 @@ class Recorder:
         return self._get(layer).stats
 
     def layer_data(self) -> list[LayerData]:
-        """What metric plugins see, one entry per layer that has run."""
+        """What metric plugins see, one entry per layer that has run.
+
+        When ``torch.distributed`` is initialised (and ``distributed`` is not False) this is a
+        collective: every rank must call it, and it describes all ranks' data (empty on ranks
+        other than 0 with ``distributed="rank0"``)."""
+        if sync_target(self.distributed) is not None:
+            return gather_layer_data(self) or []
         out = []
         for lay in self._ordered():
             if lay.stats is None or lay.reservoir.data is None:
@@ -330,12 +349,14 @@ class Recorder:
         """Rows of ``metrics`` (default: the recorder's) on the current buffers, without a step."""
         metrics = self.metrics if metrics is None else list(metrics)
         data = self.layer_data()
+        if not data and sync_target(self.distributed) is not None:
+            return []  # nothing captured on any rank, or a rank that does not receive (rank0)
         rows: list[Row] = []
         self.skipped = []
         for m in metrics:
             opts = {**self.metric_options.get("*", {}), **self.metric_options.get(m.name, {})}
             if m.scope == "model":
-                md = LayerData(MODEL_LAYER, type(self.inner).__name__, -1, model=self.inner)
+                md = LayerData(MODEL_LAYER, type(self.inner).__name__, -1, model=self.inner, extra={"layers": data})
                 reason = m.missing(md)
                 if reason:
                     self.skipped.append((m.name, MODEL_LAYER, reason))
@@ -397,7 +418,7 @@ class Recorder:
         """The tidy table: every snapshot and callback row so far, plus the metrics computed on the
         current buffers (when anything was captured since the last reset)."""
         frames = list(self._history)
-        if any(lay.reservoir.seen for lay in self._layers.values()):
+        if sync_target(self.distributed) is not None or any(lay.reservoir.seen for lay in self._layers.values()):
             frames.append(self._finish_rows(self.compute(), step=self.step_count))
         return concat_tables(frames) if frames else empty_table()
 
@@ -409,9 +430,18 @@ class Recorder:
                 lay.stats = StreamingStats(lay.stats.units, lay.stats.device, eps=self.sparsity_eps)
             lay.pending.clear()
 
+    def log_to(self, writer: Any, *, histograms: bool = False) -> pd.DataFrame:
+        """Write :meth:`table` to a TensorBoard ``SummaryWriter`` (see
+        :func:`repdiag.integrations.tensorboard.log_to`); returns the table written."""
+        from ..integrations.tensorboard import log_to
+
+        return log_to(self, writer, histograms=histograms)
+
     def memory_bytes(self) -> int:
-        """Bytes held by every buffer and statistic (bounded by configuration, not by steps)."""
-        return sum(lay.reservoir.nbytes() + (lay.stats.nbytes() if lay.stats else 0) for lay in self._layers.values())
+        """Bytes held by every buffer, statistic and work buffer (bounded by configuration and
+        the largest activation, not by the number of steps)."""
+        layers = sum(lay.reservoir.nbytes() + (lay.stats.nbytes() if lay.stats else 0) for lay in self._layers.values())
+        return layers + sum(t.numel() * t.element_size() for t in self._scratch.values())
 
     # -- lifetime -------------------------------------------------------------------------------
     def _check_attached(self) -> None:
@@ -423,6 +453,7 @@ class Recorder:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._scratch.clear()
         self._detached = True
 
     @property
@@ -485,7 +516,11 @@ def attach(
         post-activation input of the next layer in nets with functional activations);
         ``feature_dim`` / ``batch_dim`` override the layout; ``sparsity_eps`` counts
         ``|x| <= eps`` as zero; ``snapshot_every=k`` snapshots and resets every k steps so the
-        table has values over training; ``metric_options={"name": {...}, "*": {...}}``; further
+        table has values over training; ``metric_options={"name": {...}, "*": {...}}``;
+        ``distributed=True`` (or ``"all"``) makes :meth:`Recorder.table` describe every rank's
+        data when ``torch.distributed`` is initialised, ``"rank0"`` gathers on rank 0 only,
+        False keeps per-rank tables; ``distributed_timeout`` (seconds) bounds the wait for the
+        other ranks (default: the process group's timeout); further
         keys (``probe``, ``loss_fn``, ...) are accepted by the probes that define them.
     """
     extension_keys = ("probe", "probe_every", "loss_fn", "landscape_every", "optimizer", "landscape_options",

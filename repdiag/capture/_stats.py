@@ -82,40 +82,76 @@ class StreamingStats:
         self.sample_zero_hist = torch.zeros(HIST_BINS, dtype=torch.int64, device=dev)
 
     # -- hot path -------------------------------------------------------------------------------
-    def update(self, x: Tensor) -> None:
-        """Accumulate a batch ``x`` of shape ``(batch, units, *positions)`` (units on dim 1)."""
+    def update(self, x: Tensor, scratch: Tensor | None = None) -> Tensor:
+        """Accumulate a batch ``x`` of shape ``(batch, units, *positions)`` (units on dim 1).
+
+        ``scratch`` is an optional float32 buffer of at least ``x.numel()`` elements reused for the
+        zero mask (a fresh allocation of that size costs more than the whole reduction).
+
+        Returns the per-map means ``(batch, units)`` (the spatial mean of each channel), which
+        the recorder reuses as the ``reduce="mean"`` rows.
+
+        Precision: for 2-D activations mean and M2 are exact two-pass float64 values merged with
+        Chan et al.'s update. For conv maps each map's sum and sum of squares are reduced in
+        float32 (one fast pass each, no temporaries), turned into the map's mean and M2 in
+        float64 and merged across maps and batches with Chan's update; the relative error of the
+        variance is then about ``1e-7 * (mean / std)^2`` of a map.
+        """
         n, d = x.shape[0], x.shape[1]
+        acc = self.mean.dtype
         if n == 0:
-            return
-        positions = x[0, 0].numel() if x.ndim > 2 else 1
-        red = tuple(range(2, x.ndim))
-        xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        is_zero = (xf.abs() <= self.eps) if self.eps > 0 else (xf == 0)
-        zeros_nc = is_zero.sum(dim=red) if red else is_zero.long()  # (n, d)
-        self.zeros += zeros_nc.sum(dim=0)
-        self.zero_maps += (zeros_nc == positions).sum(dim=0)
-        frac = zeros_nc.sum(dim=1).to(torch.float32) / float(d * positions)
+            return torch.zeros((0, d), dtype=acc, device=x.device)
+        if x.ndim == 2:
+            xd = x.to(acc)
+            map_means = xd
+            mean_b = xd.mean(dim=0)
+            m2_b = (xd - mean_b).square().sum(dim=0)
+            mn, mx = xd.amin(dim=0), xd.amax(dim=0)
+            positions = 1
+            zmask = (x.abs() <= self.eps) if self.eps > 0 else (x == 0)
+            zeros_nc = zmask.to(torch.float32)
+        else:
+            positions = x[0, 0].numel()
+            red = tuple(range(2, x.ndim))
+            fdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+            s1 = x.sum(dim=red, dtype=fdt)
+            s2 = torch.linalg.vector_norm(x, dim=red, dtype=fdt).square()
+            mn = x.amin(dim=red).amin(dim=0).to(acc)
+            mx = x.amax(dim=red).amax(dim=0).to(acc)
+            if scratch is None or scratch.numel() < x.numel():
+                scratch = torch.empty(x.numel(), dtype=torch.float32, device=x.device)
+            z = scratch[: x.numel()].view(x.shape)
+            if self.eps > 0:
+                torch.abs(x, out=z)
+                torch.le(z, self.eps, out=z)
+            else:
+                torch.eq(x, 0, out=z)
+            zeros_nc = z.sum(dim=red)
+            s1d, s2d = s1.to(acc), s2.to(acc)
+            map_means = s1d / positions
+            m2_nc = (s2d - s1d * map_means).clamp_(min=0)
+            mean_b = map_means.mean(dim=0)
+            m2_b = m2_nc.sum(dim=0) + (map_means - mean_b).square().sum(dim=0) * positions
+        zeros_l = zeros_nc.to(torch.int64)
+        self.zeros += zeros_l.sum(dim=0)
+        self.zero_maps += (zeros_l == positions).sum(dim=0)
+        frac = zeros_nc.sum(dim=1) / float(d * positions)
         idx = torch.round(frac * (HIST_BINS - 1)).long().clamp_(0, HIST_BINS - 1)
         self.sample_zero_hist.index_add_(0, idx, torch.ones_like(idx))
-
-        dims = (0, *red)
-        var_b, mean_b = torch.var_mean(xf, dim=dims, correction=0)
-        # a NaN/Inf anywhere in a map makes that map's mean non-finite: count maps, not entries
-        map_means = xf.mean(dim=red) if red else xf
+        # a NaN/Inf anywhere in a map makes that map's sum non-finite: count maps, not entries
         self.nonfinite += (~torch.isfinite(map_means)).sum(dim=0)
-        self.min = torch.minimum(self.min, xf.amin(dim=dims).to(self.min.dtype))
-        self.max = torch.maximum(self.max, xf.amax(dim=dims).to(self.max.dtype))
-
+        self.min = torch.minimum(self.min, mn)
+        self.max = torch.maximum(self.max, mx)
         n_b = n * positions
         n_a = self.entries_per_unit
         tot = n_a + n_b
-        mean_b = mean_b.to(self.mean.dtype)
         delta = mean_b - self.mean
         self.mean += delta * (n_b / tot)
-        self.m2 += var_b.to(self.m2.dtype) * n_b + delta * delta * (n_a * n_b / tot)
+        self.m2 += m2_b + delta * delta * (n_a * n_b / tot)
         self.entries_per_unit = tot
         self.samples += n
         self.batches += 1
+        return map_means
 
     # -- read side ------------------------------------------------------------------------------
     def var(self, correction: int = 0) -> Tensor:
