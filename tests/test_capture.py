@@ -300,3 +300,25 @@ def test_feature_size_change_is_a_clear_error() -> None:
         with pytest.raises(ShapeError, match="produced 4 units on this call but 3 before"):
             model(torch.randn(2, 4))
         assert not rec.attached  # it detached itself
+
+
+def test_conv_map_variance_precision_with_offset() -> None:
+    """Per-map float32 sums merged in float64: accurate for mean/std up to ~100 per map."""
+    g = torch.Generator().manual_seed(1)
+    chunks = [50.0 + torch.randn(16, 3, 6, 6, generator=g) for _ in range(5)]
+    s = StreamingStats(3, torch.device("cpu"))
+    for c in chunks:
+        s.update(c)
+    ref = torch.cat(chunks).double().transpose(0, 1).reshape(3, -1)
+    torch.testing.assert_close(s.mean, ref.mean(1), rtol=1e-7, atol=0)
+    torch.testing.assert_close(s.var(), ref.var(1, correction=0), rtol=1e-3, atol=0)
+
+
+def test_import_repdiag_is_light() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, repdiag; heavy = [m for m in ('torch', 'pandas', 'ot', 'umap', 'sklearn', 'matplotlib') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
