@@ -1,0 +1,316 @@
+"""k-means (greedy k-means++ seeding, Lloyd iterations) and agreement of clusters with labels.
+
+Everything runs on the input's device with a private generator (the global RNG is untouched).
+The algorithm follows ``sklearn.cluster.KMeans(algorithm="lloyd")`` step for step, so from the same
+initial centres both give the same labels and inertia.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from .._errors import ConfigError, ShapeError, warn_undefined
+from .._validation import check_finite, check_labels, check_nonneg_float, check_positive_int, check_samples
+
+__all__ = [
+    "KMeansResult",
+    "kmeans",
+    "kmeans_plusplus",
+    "normalized_mutual_info",
+    "purity",
+    "nearest_centroid_accuracy",
+    "stratified_split",
+]
+
+_ROWS = 1 << 22  # elements of one (rows x k) distance block
+
+
+class KMeansResult(NamedTuple):
+    """``labels`` (n,) int64, ``centers`` (k, d) and ``inertia`` (0-d), dtype/device of the input."""
+
+    labels: Tensor
+    centers: Tensor
+    inertia: Tensor
+
+
+def _sq_dist_to(x: Tensor, x_sq: Tensor, c: Tensor) -> Tensor:
+    """Squared distances (n, m) from rows of x to rows of c, clamped at 0."""
+    d = torch.addmm((c * c).sum(dim=1)[None, :], x, c.T, beta=1, alpha=-2)
+    return d.add_(x_sq[:, None]).clamp_(min=0)
+
+
+def _assign(x: Tensor, x_sq: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
+    """Nearest centre (n,) and squared distance to it (n,), in row blocks of bounded memory."""
+    n, k = x.shape[0], centers.shape[0]
+    step = max(1, _ROWS // max(k, 1))
+    c_sq = (centers * centers).sum(dim=1)
+    labels = torch.empty(n, dtype=torch.int64, device=x.device)
+    dmin = torch.empty(n, dtype=x.dtype, device=x.device)
+    for i in range(0, n, step):
+        d = torch.addmm(c_sq[None, :], x[i:i + step], centers.T, beta=1, alpha=-2)
+        val, idx = d.min(dim=1)
+        labels[i:i + step] = idx
+        dmin[i:i + step] = (val + x_sq[i:i + step]).clamp_(min=0)
+    return labels, dmin
+
+
+def kmeans_plusplus(x: Tensor, k: int, *, generator: torch.Generator, n_local_trials: int | None = None) -> Tensor:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; scikit-learn's variant).
+
+    The first centre is a uniform random sample; each next one is the best, by resulting
+    potential, of ``2 + floor(ln k)`` candidates drawn with probability proportional to the squared
+    distance to the nearest chosen centre. Returns ``(k, d)`` centres.
+    """
+    n = x.shape[0]
+    trials = n_local_trials or 2 + int(math.log(k))
+    x_sq = (x * x).sum(dim=1)
+    centers = torch.empty((k, x.shape[1]), dtype=x.dtype, device=x.device)
+    first = int(torch.randint(n, (1,), generator=generator, device=generator.device))
+    centers[0] = x[first]
+    closest = _sq_dist_to(x, x_sq, x[first:first + 1]).squeeze(1).to(torch.float64)
+    pot = closest.sum()
+    for c in range(1, k):
+        u = torch.rand(trials, generator=generator, device=generator.device, dtype=torch.float64).to(x.device)
+        cand = torch.searchsorted(torch.cumsum(closest, 0), u * pot).clamp_(max=n - 1)
+        d = torch.minimum(closest[None, :], _sq_dist_to(x, x_sq, x[cand]).T.to(torch.float64))
+        pots = d.sum(dim=1)
+        best = int(pots.argmin())
+        centers[c] = x[cand[best]]
+        closest, pot = d[best], pots[best]
+    return centers
+
+
+def _lloyd(x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol: float) -> KMeansResult:
+    k = centers.shape[0]
+    labels_old: Tensor | None = None
+    strict = False
+    for _ in range(max_iter):
+        labels, dmin = _assign(x, x_sq, centers)
+        counts = torch.bincount(labels, minlength=k)
+        sums = torch.zeros_like(centers).index_add_(0, labels, x)
+        empty = (counts == 0).nonzero().flatten()
+        if empty.numel():  # relocate empty clusters to the points farthest from their centres
+            far = dmin.topk(empty.numel()).indices
+            for e, p in zip(empty.tolist(), far.tolist()):
+                old = int(labels[p])
+                if counts[old] > 1:
+                    sums[old] -= x[p]
+                    counts[old] -= 1
+                sums[e] = x[p]
+                counts[e] = 1
+        new = sums / counts.clamp(min=1)[:, None].to(x.dtype)
+        new = torch.where((counts > 0)[:, None], new, centers)
+        shift = float(((new - centers) ** 2).sum())
+        centers = new
+        if labels_old is not None and torch.equal(labels, labels_old):
+            strict = True
+            break
+        if shift <= tol:
+            break
+        labels_old = labels
+    if not strict:
+        labels = _assign(x, x_sq, centers)[0]
+    return KMeansResult(labels, centers, ((x - centers[labels]) ** 2).sum())
+
+
+def kmeans(
+    x: Tensor,
+    k: int,
+    *,
+    n_init: int = 1,
+    seed: int = 0,
+    init: Tensor | None = None,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+) -> KMeansResult:
+    """k-means clustering: greedy k-means++ seeding, then Lloyd iterations.
+
+    Minimises the inertia ``sum_i min_c ||x_i - mu_c||^2``. Each run stops when the labels no
+    longer change, or when the squared shift of all centres is at most ``tol`` times the mean
+    per-feature variance of ``x`` (scikit-learn's criterion), or after ``max_iter`` iterations; the
+    best of ``n_init`` runs (lowest inertia) is returned. An empty cluster takes the point farthest
+    from its centre.
+
+    Parameters
+    ----------
+    x : Tensor of shape (n_samples, n_features)
+    k : int
+        Number of clusters, ``1 <= k <= n_samples``.
+    n_init : int
+        Independent k-means++ seedings (ignored when ``init`` is given).
+    seed : int
+        Seed of a private generator on ``x``'s device.
+    init : Tensor of shape (k, n_features), optional
+        Initial centres (then a single run).
+    max_iter : int
+    tol : float
+
+    Returns
+    -------
+    KMeansResult
+        ``(labels, centers, inertia)``: labels ``(n,)`` int64, centres ``(k, d)`` and a 0-d
+        inertia, on ``x``'s device in ``x``'s dtype.
+
+    References
+    ----------
+    Lloyd, "Least squares quantization in PCM" (1982); Arthur, Vassilvitskii, "k-means++: the
+    advantages of careful seeding", SODA 2007. Matches ``sklearn.cluster.KMeans``.
+
+    Examples
+    --------
+    >>> x = torch.tensor([[0.0], [0.5], [10.0], [10.5]])
+    >>> labels, centers, inertia = kmeans(x, 2, init=torch.tensor([[0.0], [10.0]]))
+    >>> labels, centers.flatten(), inertia
+    (tensor([0, 0, 1, 1]), tensor([ 0.2500, 10.2500]), tensor(0.2500))
+    """
+    x = check_samples(x, "x")
+    check_finite(x, "x")
+    k = check_positive_int(k, "k")
+    n_init = check_positive_int(n_init, "n_init")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    tol = check_nonneg_float(tol, "tol")
+    n = x.shape[0]
+    if k > n:
+        raise ConfigError(f"k must be at most the number of samples ({n}); got k={k}. Use fewer clusters.")
+    tol_abs = tol * float(x.var(dim=0, correction=0).mean()) if n > 1 else 0.0
+    x_sq = (x * x).sum(dim=1)
+    if init is not None:
+        init = check_samples(init, "init").to(device=x.device, dtype=x.dtype)
+        if init.shape != (k, x.shape[1]):
+            raise ShapeError(f"init must have shape (k, n_features) = {(k, x.shape[1])}; got {tuple(init.shape)}.")
+        return _lloyd(x, x_sq, init.clone(), max_iter, tol_abs)
+    gen = torch.Generator(device=x.device)
+    gen.manual_seed(int(seed))
+    best: KMeansResult | None = None
+    for _ in range(n_init):
+        res = _lloyd(x, x_sq, kmeans_plusplus(x, k, generator=gen), max_iter, tol_abs)
+        if best is None or float(res.inertia) < float(best.inertia):
+            best = res
+    assert best is not None  # n_init >= 1
+    return best
+
+
+def _contingency(a: Tensor, b: Tensor) -> Tensor:
+    _, ia = torch.unique(a, return_inverse=True)
+    _, ib = torch.unique(b, return_inverse=True)
+    ka, kb = int(ia.max()) + 1, int(ib.max()) + 1
+    return torch.bincount(ia * kb + ib, minlength=ka * kb).reshape(ka, kb).to(torch.float64)
+
+
+def _pair(labels_true: Any, labels_pred: Any) -> tuple[Tensor, Tensor]:
+    t = check_labels(labels_true, len(labels_true), "labels_true")
+    p = check_labels(labels_pred, t.shape[0], "labels_pred", device=t.device)
+    if t.shape[0] == 0:
+        raise ShapeError("labels_true must hold at least one label; got none.")
+    return t, p
+
+
+def normalized_mutual_info(labels_true: Tensor, labels_pred: Tensor) -> Tensor:
+    """Normalised mutual information with arithmetic-mean normalisation.
+
+    ``NMI = I(U; V) / ((H(U) + H(V)) / 2)`` from the contingency table of the two labelings
+    (natural logarithms; the base cancels). 1 when both labelings are a single cluster, 0 when the
+    mutual information is 0. Returns a 0-d float64 tensor on the labels' device. Equals
+    ``sklearn.metrics.normalized_mutual_info_score``.
+
+    References
+    ----------
+    Vinh, Epps, Bailey, "Information theoretic measures for clusterings comparison", JMLR 11 (2010).
+
+    Examples
+    --------
+    >>> normalized_mutual_info(torch.tensor([0, 0, 1, 1]), torch.tensor([1, 1, 0, 0]))
+    tensor(1., dtype=torch.float64)
+    """
+    t, p = _pair(labels_true, labels_pred)
+    c = _contingency(t, p)
+    ka, kb = c.shape
+    if ka == kb == 1:
+        return torch.ones((), dtype=torch.float64, device=t.device)
+    n = c.sum()
+    pij = c / n
+    pi, pj = pij.sum(dim=1), pij.sum(dim=0)
+    nz = pij > 0
+    mi = (pij[nz] * (pij[nz].log() - (pi[:, None] * pj[None, :])[nz].log())).sum().clamp(min=0)
+    if float(mi) == 0.0:
+        return torch.zeros((), dtype=torch.float64, device=t.device)
+    h = -(pi[pi > 0] * pi[pi > 0].log()).sum() - (pj[pj > 0] * pj[pj > 0].log()).sum()
+    return mi / (h / 2)
+
+
+def purity(labels_true: Tensor, labels_pred: Tensor) -> Tensor:
+    """Cluster purity: ``(1/n) sum_clusters max_class |cluster & class|``, in ``[0, 1]``.
+
+    Returns a 0-d float64 tensor. Reaches 1 when each cluster holds one class (trivially so with
+    one cluster per sample), so read it beside NMI.
+
+    References
+    ----------
+    Manning, Raghavan, Schütze, *Introduction to Information Retrieval* (2008), §16.3.
+
+    Examples
+    --------
+    >>> purity(torch.tensor([0, 0, 1, 1, 1]), torch.tensor([0, 0, 0, 1, 1]))
+    tensor(0.8000, dtype=torch.float64)
+    """
+    t, p = _pair(labels_true, labels_pred)
+    c = _contingency(p, t)  # (clusters, classes)
+    return c.max(dim=1).values.sum() / c.sum()
+
+
+def stratified_split(labels: Tensor, test_fraction: float = 0.25, *, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Indices ``(train, test)`` holding out ``round(test_fraction * n_c)`` samples of each class c
+    (at least one stays in training), chosen with a private generator."""
+    lab = check_labels(labels, len(labels))
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be in (0, 1); got {test_fraction!r}.")
+    gen = torch.Generator().manual_seed(int(seed))
+    cpu = lab.cpu()
+    train, test = [], []
+    for c in torch.unique(cpu).tolist():
+        idx = (cpu == c).nonzero().flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        m = min(round(idx.numel() * test_fraction), idx.numel() - 1)
+        test.append(idx[:m])
+        train.append(idx[m:])
+    return torch.cat(train).sort().values.to(lab.device), torch.cat(test).sort().values.to(lab.device)
+
+
+def nearest_centroid_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor) -> Tensor:
+    """Accuracy of the nearest-class-centroid classifier fitted on ``(x_train, y_train)``.
+
+    Each test sample gets the class whose training centroid is nearest (Euclidean; ties to the
+    smaller class label). Returns a 0-d tensor in ``x_test``'s dtype and device; NaN with a
+    RepdiagWarning when the training set holds fewer than 2 classes or the test set is empty.
+    Equals ``sklearn.neighbors.NearestCentroid().fit(...).score(...)``.
+
+    Examples
+    --------
+    >>> xtr, ytr = torch.tensor([[0.0], [1.0], [9.0], [10.0]]), torch.tensor([0, 0, 1, 1])
+    >>> nearest_centroid_accuracy(xtr, ytr, torch.tensor([[2.0], [6.0]]), torch.tensor([0, 0]))
+    tensor(0.5000)
+    """
+    xtr = check_samples(x_train, "x_train")
+    xte = check_samples(x_test, "x_test", min_samples=0)
+    if xtr.shape[1] != xte.shape[1]:
+        raise ShapeError(f"x_train and x_test must have the same number of features; got {xtr.shape[1]} and "
+                         f"{xte.shape[1]}.")
+    check_finite(xtr, "x_train")
+    check_finite(xte, "x_test")
+    ytr = check_labels(y_train, xtr.shape[0], "y_train", device=xtr.device)
+    yte = check_labels(y_test, xte.shape[0], "y_test", device=xte.device)
+    classes, inv = torch.unique(ytr, return_inverse=True)
+    if classes.numel() < 2 or xte.shape[0] == 0:
+        warn_undefined("nearest-centroid accuracy", "the training split holds fewer than 2 classes"
+                       if classes.numel() < 2 else "the test split is empty")
+        return torch.full((), float("nan"), dtype=xte.dtype, device=xte.device)
+    k = classes.numel()
+    cnt = torch.bincount(inv, minlength=k).to(xtr.dtype)
+    cent = torch.zeros((k, xtr.shape[1]), dtype=xtr.dtype, device=xtr.device).index_add_(0, inv, xtr) / cnt[:, None]
+    d = torch.cdist(xte, cent.to(xte.device, xte.dtype), compute_mode="donot_use_mm_for_euclid_dist")
+    pred = classes.to(xte.device)[d.argmin(dim=1)]
+    return (pred == yte).to(xte.dtype).mean()
