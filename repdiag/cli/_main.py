@@ -14,6 +14,8 @@ from .._version import __version__
 # command name -> (module under repdiag.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "metrics": ("_cmd_metrics", "list the available metric plugins"),
+    "report": ("_cmd_report", "compare checkpoints side by side: tables, plots and an HTML report"),
+    "demo": ("_cmd_demo", "train a small CNN with and without BatchNorm on digits and write the report"),
 }
 
 
@@ -40,7 +42,9 @@ def _command_module(modname: str):  # type: ignore[no-untyped-def]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``repdiag`` command line; return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv  # the command line, for the report's provenance
     if args.command is None:
         parser.print_help()
         return 2

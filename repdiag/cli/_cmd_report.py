@@ -1,0 +1,273 @@
+"""``repdiag report CKPT [CKPT ...]``: load checkpoints safely, run them over data through
+``attach``, and write ``table.csv``, ``report.html`` and ``report.md`` with the runs side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from ..report import ReportData
+    from ._evaluate import RunResult
+
+EMBED_CHOICES = ("umap", "pca", "none")
+
+
+def add_common(p: argparse.ArgumentParser, *, out_default: str) -> None:
+    """Options shared by ``report`` and ``demo``."""
+    p.add_argument("--out", default=out_default, metavar="DIR", help=f"output directory (default: {out_default})")
+    p.add_argument("--metrics", default="default", metavar="NAMES",
+                   help="comma-separated metric names, 'default' or 'all' (`repdiag metrics` lists them)")
+    p.add_argument("--embedding", default="umap", choices=EMBED_CHOICES,
+                   help="2-D embedding of layer samples for the scatter plots (default: umap; pca is instant)")
+    p.add_argument("--embed-layers", default="auto", metavar="LAYERS",
+                   help="comma-separated layers to embed (default: first, middle and last hooked layer)")
+    p.add_argument("--embed-samples", type=int, default=1000, metavar="N",
+                   help="samples per layer in the embedding (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling and embeddings (default: 0)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars and no terminal table")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``repdiag report``."""
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT",
+                   help="checkpoint files: state dict (.pt/.pth, common wrappers), .safetensors, TorchScript")
+    p.add_argument("--model", action="append", metavar="SPEC",
+                   help="architecture: package.module:factory or path/file.py:factory; once for all checkpoints "
+                        "or once per checkpoint (not needed for checkpoints from repdiag.save_checkpoint)")
+    p.add_argument("--model-kwargs", action="append", metavar="JSON",
+                   help="keyword arguments of the factory as a JSON object; once, or once per --model")
+    p.add_argument("--names", metavar="NAMES", help="comma-separated run names (default: checkpoint file names)")
+    p.add_argument("--data", default="digits", metavar="SPEC",
+                   help="'digits' (default), a .npz with x and y, a .pt tensor file, or module:function "
+                        "returning a Dataset, DataLoader or (x, y)")
+    p.add_argument("--samples", type=int, default=1000, metavar="N", help="samples to run (default: 1000)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="batch size (default: 256)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--layers", default="auto", metavar="LAYERS",
+                   help="comma-separated module paths or globs to hook (default: auto = activation modules)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow pickled objects (runs code from the file!) and factories the checkpoint names")
+    add_common(p, out_default="repdiag-report")
+
+
+def _positive(value: int, flag: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{flag} must be an integer >= 1; got {value!r}.")
+    return value
+
+
+def parse_metrics(spec: str) -> str | list[str]:
+    """``--metrics``: 'default', 'all' or a comma list, each name checked against the registry."""
+    from ..metrics import get_metric
+
+    spec = spec.strip()
+    if spec in ("default", "all"):
+        return spec
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise ConfigError("--metrics must name at least one metric, or 'default' / 'all'; got an empty list.")
+    for n in names:
+        get_metric(n)  # unknown names raise with the closest ones
+    return names
+
+
+def parse_layers(spec: str) -> str | list[str]:
+    """``--layers``: 'auto' or a comma list of paths/globs."""
+    spec = spec.strip()
+    if spec == "auto":
+        return spec
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise ConfigError("--layers must be 'auto' or comma-separated module paths; got an empty list.")
+    return names
+
+
+def _kwargs(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--model-kwargs must be a JSON object such as '{{\"norm\": \"bn\"}}'; got {text!r} "
+                          f"({exc.msg}).") from exc
+    if not isinstance(value, dict):
+        raise ConfigError(f"--model-kwargs must be a JSON object (a dict); got {type(value).__name__} {text!r}.")
+    return value
+
+
+def _per_checkpoint(values: list[str] | None, n: int, flag: str) -> list[str | None]:
+    if not values:
+        return [None] * n
+    if len(values) == 1:
+        return [values[0]] * n
+    if len(values) != n:
+        raise ConfigError(f"{flag} must be given once (for all checkpoints) or once per checkpoint ({n}); "
+                          f"got {len(values)}.")
+    return [v for v in values]
+
+
+def run_names(paths: Sequence[str], names: str | None) -> list[str]:
+    """Run names: ``--names`` or the file stems (made unique)."""
+    if names:
+        out = [s.strip() for s in names.split(",")]
+        if len(out) != len(paths) or not all(out):
+            raise ConfigError(f"--names must hold one non-empty name per checkpoint ({len(paths)}); got {names!r}.")
+        if len(set(out)) != len(out):
+            raise ConfigError(f"--names must be distinct; got {names!r}.")
+        return out
+    out = []
+    for p in paths:
+        stem = Path(p).stem or Path(p).name
+        name, k = stem, 2
+        while name in out:
+            name, k = f"{stem}-{k}", k + 1
+        out.append(name)
+    return out
+
+
+def versions(extra: Sequence[str] = ()) -> dict[str, str]:
+    """Versions of Python and the packages that shaped the numbers."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
+    for pkg in ("repdiag", "torch", "numpy", "pandas", "scikit-learn", "matplotlib", *extra):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def choose_embed_layers(spec: str, hooked: Sequence[str]) -> list[str]:
+    """``auto``: first, middle and last hooked layer; else the named (matched) layers, checked."""
+    if spec.strip() == "auto":
+        picks = [hooked[0], hooked[len(hooked) // 2], hooked[-1]] if hooked else []
+        return list(dict.fromkeys(picks))
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in hooked]
+    if bad or not names:
+        raise ConfigError(f"--embed-layers must name hooked layers; {', '.join(map(repr, bad)) or 'none given'} "
+                          f"is not one. Hooked: {', '.join(hooked)}.")
+    return names
+
+
+def assemble(results: Sequence[RunResult], *, embedding: str, embed_layers: str, embed_samples: int, seed: int,
+             quiet: bool, meta: dict[str, str], sources: dict[str, str],
+             training: pd.DataFrame | None = None) -> ReportData:
+    """Match layers, embed the chosen layers' samples, and gather a :class:`ReportData`."""
+    import torch
+
+    from ..report import ReportData, embed, match_layers
+    from ..tables import concat_tables
+    from ._evaluate import progress_bar
+
+    runs = [r.name for r in results]
+    match = match_layers({r.name: r.layers for r in results}, {r.name: r.modules for r in results})
+    table = concat_tables([r.table for r in results])
+    notes = [w for r in results for w in r.warnings]
+    data = ReportData(runs, table, match, training=training, sources=sources, meta=meta, notes=notes,
+                      embed_method=embedding)
+    hooked = [lay for lay in match.order if any(match.renames.get(r.name, {}).get(x, x) == lay
+                                                for r in results for x in r.layers)]
+    if embedding != "none":
+        data.embed_layers = choose_embed_layers(embed_layers, hooked)
+        todo = [(r, orig) for r in results for orig in r.layers
+                if match.renames.get(r.name, {}).get(orig, orig) in data.embed_layers]
+        g = torch.Generator().manual_seed(seed)
+        with progress_bar(len(todo), f"{embedding} embedding", quiet, "layer") as bar:
+            for r, orig in todo:
+                x, y = r.samples[orig]
+                if x.shape[0] > embed_samples:
+                    idx = torch.randperm(x.shape[0], generator=g)[:embed_samples]
+                    x, y = x[idx], y[idx]
+                label = match.renames.get(r.name, {}).get(orig, orig)
+                data.embeddings[(r.name, label)] = (embed(x, embedding, seed=seed), y.numpy())
+                bar.update(1)
+    data.gammas = {r.name: {match.renames.get(r.name, {}).get(k, k): v for k, v in r.gammas.items()}
+                   for r in results if r.gammas}
+    return data
+
+
+def print_summary(data: ReportData, paths: dict[str, Path], quiet: bool) -> None:
+    """The compact side-by-side table on stdout, then where the files are."""
+    from ..report import format_value, summary_frame
+
+    if not quiet:
+        frame = summary_frame(data)
+        full = len(frame)
+        frame = frame.drop_duplicates(["metric", "layer"])  # compact: the first setting of each metric
+        if not (frame["setting"] != "").any():
+            frame = frame.drop(columns="setting")
+        shown = frame.copy()
+        for r in data.runs:
+            if r in shown:
+                shown[r] = shown[r].map(format_value)
+        with __import__("pandas").option_context("display.max_rows", 400, "display.width", 160,
+                                                 "display.max_colwidth", 28):
+            print(shown.to_string(index=False))
+        if len(frame) < full:
+            print(f"({full - len(frame)} more rows with other settings in report.html and table.csv)")
+        if data.match.note:
+            print(f"\nnote: {data.match.note}")
+    print(f"report: {paths['html']}\ntable:  {paths['table']}\nmarkdown: {paths['markdown']}")
+
+
+def _load_all(args: argparse.Namespace, names: list[str]) -> list[Any]:
+    from ..checkpoint import load_checkpoint
+
+    specs = _per_checkpoint(args.model, len(args.checkpoints), "--model")
+    kw_texts = _per_checkpoint(args.model_kwargs, len(args.checkpoints), "--model-kwargs")
+    if args.model_kwargs and not args.model:
+        raise ConfigError("--model-kwargs needs --model (the factory it is passed to).")
+    models = []
+    for path, spec, kw in zip(args.checkpoints, specs, kw_texts):
+        kwargs = _kwargs(kw) if kw is not None else None
+        models.append(load_checkpoint(path, factory=spec, model_kwargs=kwargs, trust=args.trust_checkpoint))
+    return models
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, evaluate, match, embed, plot, write."""
+    _positive(args.samples, "--samples")
+    _positive(args.batch_size, "--batch-size")
+    _positive(args.embed_samples, "--embed-samples")
+    names = run_names(args.checkpoints, args.names)
+    metrics = parse_metrics(args.metrics)
+    layers = parse_layers(args.layers)
+    from ._data import load_data
+    from ._evaluate import check_device, evaluate
+
+    device = check_device(args.device)
+    models = _load_all(args, names)
+    data = load_data(args.data, samples=args.samples, seed=args.seed)
+    results = [evaluate(m, data, name=n, layers=layers, metrics=metrics, batch_size=args.batch_size, device=device,
+                        quiet=args.quiet, seed=args.seed) for m, n in zip(models, names)]
+    meta = {"command": "repdiag " + " ".join(getattr(args, "argv", None) or sys.argv[1:]), "data": data.description,
+            **versions(("umap-learn",) if args.embedding == "umap" else ())}
+    sources = {n: str(p) for n, p in zip(names, args.checkpoints)}
+    report = assemble(results, embedding=args.embedding, embed_layers=args.embed_layers,
+                      embed_samples=args.embed_samples, seed=args.seed, quiet=args.quiet, meta=meta, sources=sources)
+    return finish(report, args.out, args.quiet)
+
+
+def finish(report: ReportData, out: str, quiet: bool) -> int:
+    """Write the report files and print the summary."""
+    from ..report import write_report
+
+    for note in report.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    try:
+        paths = write_report(report, out)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report to --out {out!r}: {exc.strerror or exc}. Choose a writable "
+                          "directory.") from exc
+    print_summary(report, paths, quiet)
+    return 0

@@ -1,0 +1,117 @@
+"""Run loaded models over a data source through ``attach`` and gather what a report shows.
+
+Shared by ``repdiag report`` and ``repdiag demo``. The report package never sees a model: this
+module turns models into tidy tables, sampled activations and gamma arrays.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .._errors import ConfigError, DataError, RepdiagError, RepdiagWarning
+from ._data import DataSource
+
+__all__ = ["RunResult", "check_device", "evaluate", "bn_gammas", "progress_bar"]
+
+
+@dataclass
+class RunResult:
+    """One model's evaluation: its tidy table, hooked layers, kept samples and BN gammas."""
+
+    name: str
+    table: pd.DataFrame
+    layers: list[str]
+    modules: list[str]
+    samples: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    gammas: dict[str, np.ndarray] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def progress_bar(total: int | None, desc: str, quiet: bool, unit: str = "it") -> Any:
+    """A tqdm bar on stderr (disabled when ``quiet``)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def check_device(device: str) -> torch.device:
+    """``device`` as a torch.device that exists here, else :class:`ConfigError`."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"--device must be a torch device such as 'cpu' or 'cuda:0'; got {device!r}.") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device!r} asks for CUDA, which this machine lacks; use --device cpu.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {device!r} asks for MPS, which this machine lacks; use --device cpu.")
+    return dev
+
+
+def bn_gammas(model: nn.Module) -> dict[str, np.ndarray]:
+    """``{module path: gamma (C,)}`` of every affine BatchNorm-style layer (for histograms)."""
+    out: dict[str, np.ndarray] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase) and getattr(m, "weight", None) is not None:
+            out[name] = m.weight.detach().float().cpu().numpy().copy()
+    return out
+
+
+def evaluate(model: nn.Module, data: DataSource, *, name: str, layers: Any = "auto",
+             metrics: str | Sequence[str] | None = "default", batch_size: int = 256, device: torch.device | None = None,
+             keep: Sequence[str] | str = "all", quiet: bool = True, seed: int = 0,
+             metric_options: dict[str, dict[str, Any]] | None = None) -> RunResult:
+    """Forward ``data`` through ``model`` in eval mode without gradients, with ``attach``;
+    returns the table (``step`` empty: these are not training steps) and the samples of ``keep``.
+    """
+    from ..capture import attach
+
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ConfigError(
+            f"run {name!r} is a TorchScript module, which cannot take forward hooks. Pass --model SPEC (and "
+            "--model-kwargs) to load its weights into the eager architecture."
+        )
+    device = device or torch.device("cpu")
+    model = model.to(device).eval()
+    rec = attach(model, layers, max_samples=data.x.shape[0], metrics=metrics, run=name, seed=seed,
+                 metric_options=metric_options)
+    caught: list[str] = []
+    try:
+        n_batches = (data.x.shape[0] + batch_size - 1) // batch_size
+        with torch.no_grad(), progress_bar(n_batches, f"forward {name}", quiet, "batch") as bar:
+            for xb, yb in data.batches(batch_size, str(device)):
+                try:
+                    model(xb)
+                except RepdiagError:
+                    raise
+                except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise DataError(
+                        f"data of shape {tuple(data.x.shape)} ({data.description}) does not fit model {name!r}: "
+                        f"{first}. Pass --data that matches the model's input (the example models take "
+                        "(N, 1, 8, 8) digits)."
+                    ) from exc
+                rec.step(labels=yb)
+                bar.update(1)
+        with warnings.catch_warnings(record=True) as ws:
+            warnings.simplefilter("always", RepdiagWarning)
+            table = rec.table()
+        caught = list(dict.fromkeys(f"{name}: {w.message}" for w in ws if issubclass(w.category, RepdiagWarning)))
+        hooked = rec.layers
+        if keep == "all":
+            keep = hooked
+        samples = {lay: rec.samples(lay) for lay in keep if lay in hooked}
+    finally:
+        rec.detach()
+    table["step"] = pd.array([pd.NA] * len(table), dtype="Int64")
+    modules = [n for n, _ in model.named_modules() if n]
+    return RunResult(name, table, hooked, modules, {k: (x.cpu(), y.cpu()) for k, (x, y) in samples.items()},
+                     bn_gammas(model), caught)

@@ -1,0 +1,25 @@
+"""Reports: side-by-side HTML / markdown of tidy tables, with plots (matplotlib Agg, embedded as
+base64 PNG), 2-D embeddings (UMAP or PCA) and layer matching across runs. Reads tables and
+arrays; computes no metric."""
+
+from ._embedding import EMBEDDINGS, embed, numba_cache_dir
+from ._match import LayerMatch, layer_positions, match_layers
+from ._summary import ReportData, format_value, summary_frame
+from ._write import Figure, make_figures, render_html, render_markdown, write_report
+
+__all__ = [
+    "EMBEDDINGS",
+    "Figure",
+    "LayerMatch",
+    "ReportData",
+    "embed",
+    "format_value",
+    "layer_positions",
+    "make_figures",
+    "match_layers",
+    "numba_cache_dir",
+    "render_html",
+    "render_markdown",
+    "summary_frame",
+    "write_report",
+]
