@@ -25,17 +25,15 @@ DataParallel's ``module.`` prefix, ``torch.compile``'s ``_orig_mod.`` prefix).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import json
-import sys
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ._errors import CheckpointError, ConfigError
+from ._spec import resolve_callable
 
 __all__ = ["save_checkpoint", "load_checkpoint", "resolve_factory", "build_model", "read_state_dict",
            "checkpoint_format", "WRAPPER_KEYS", "STRIP_PREFIXES"]
@@ -52,47 +50,12 @@ _SCALARS = (str, int, float, bool, type(None))
 
 # -- factories ----------------------------------------------------------------------------------
 def resolve_factory(spec: str | Callable[..., Any]) -> Callable[..., Any]:
-    """The callable named by ``spec``: ``"package.module:function"`` or ``"path/to/file.py:function"``.
+    """The model factory named by ``spec``: ``"package.module:factory"`` or ``"path/to/file.py:factory"``.
 
     A callable is returned as it is. Importing a file runs it, as ``python file.py`` would: pass
     only files you trust.
     """
-    if callable(spec):
-        return spec
-    if not isinstance(spec, str) or spec.count(":") < 1 or not spec.rsplit(":", 1)[1]:
-        raise ConfigError(
-            f"a model spec must look like 'package.module:factory' or 'path/to/file.py:factory'; got {spec!r}. "
-            "Example: --model repdiag.models:small_cnn"
-        )
-    where, name = spec.rsplit(":", 1)
-    if where.endswith(".py"):
-        path = Path(where)
-        if not path.is_file():
-            raise ConfigError(f"model file {where!r} of spec {spec!r} does not exist; check the path.")
-        modname = f"_repdiag_user_{abs(hash(str(path.resolve())))}"
-        file_spec = importlib.util.spec_from_file_location(modname, path)
-        if file_spec is None or file_spec.loader is None:  # pragma: no cover - .py files always have one
-            raise ConfigError(f"cannot import {where!r} as a Python file.")
-        module = importlib.util.module_from_spec(file_spec)
-        sys.modules[modname] = module
-        try:
-            file_spec.loader.exec_module(module)
-        except Exception as exc:
-            sys.modules.pop(modname, None)
-            raise ConfigError(f"importing model file {where!r} failed: {type(exc).__name__}: {exc}") from exc
-    else:
-        try:
-            module = importlib.import_module(where)
-        except ImportError as exc:
-            raise ConfigError(
-                f"cannot import module {where!r} of model spec {spec!r}: {exc}. Is the package installed, or "
-                "did you mean a file path ending in .py?"
-            ) from exc
-    fn = getattr(module, name, None)
-    if fn is None or not callable(fn):
-        public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))[:12]
-        raise ConfigError(f"{where!r} has no callable {name!r}; it has: {', '.join(public) or 'nothing callable'}.")
-    return fn
+    return resolve_callable(spec, "model")
 
 
 def _spec_of(factory: str | Callable[..., Any]) -> str:

@@ -117,6 +117,8 @@ BAD: list[tuple[str, Callable[[dict[str, str]], list[str]], str]] = [
     ("data-missing", lambda f: [f["good"], "--data", f["dir"] + "/nope.npz"], "does not exist"),
     ("data-unknown-spec", lambda f: [f["good"], "--data", "imagenet"], "--data must be 'digits'"),
     ("data-wrong-shape", lambda f: [f["good"], "--data", f["wrongshape"]], "does not fit model"),
+    ("data-function-missing", lambda f: [f["good"], "--data", "nosuchpkg_xyz.data:load"],
+     "cannot import module 'nosuchpkg_xyz.data' of data spec"),
     ("data-no-x", lambda f: [f["good"], "--data", f["nox"]], "must hold an array named 'x'"),
     ("data-label-count", lambda f: [f["good"], "--data", f["badlabels"]], "one integer per sample"),
     ("samples-zero", lambda f: [f["good"], "--samples", "0"], "--samples must be an integer >= 1"),

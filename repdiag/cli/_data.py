@@ -110,9 +110,9 @@ def _from_spec(spec: str) -> tuple[Tensor, Tensor | None, str]:
         x, y = _as_xy(obj, spec)
         return x, y, path.name
     if ":" in spec:
-        from ..checkpoint import resolve_factory
+        from .._spec import resolve_callable
 
-        fn = resolve_factory(spec)
+        fn = resolve_callable(spec, "data", "--data mypkg.data:validation_set")
         try:
             obj = fn()
         except Exception as exc:
