@@ -146,8 +146,8 @@ def register_metric(
                 f"metric {name!r} is already registered by {_REGISTRY[name].owner}; "
                 f"{_owner(fn)} cannot register it again. Pick another name."
             )
-        doc = description or (inspect.getdoc(fn) or "").strip().splitlines()[0:1]
-        desc = doc if isinstance(doc, str) else (doc[0] if doc else "")
+        # the docstring's first paragraph, on one line
+        desc = description or " ".join((inspect.getdoc(fn) or "").strip().split("\n\n")[0].split())
         _REGISTRY[name] = Metric(name, fn, frozenset(needs), desc, _owner(fn), scope, default)
         return fn
 
