@@ -1,38 +1,37 @@
-"""``repdiag.attach``: forward hooks that capture activations into bounded buffers.
+"""``repdiag.attach`` and the :class:`Recorder` it returns: forward hooks that capture activations
+into bounded buffers, the step schedule, and the table of metrics computed on those buffers.
 
-The hook is the hot path. On a step that is not due it returns after reading one Python bool.
-On a due step it detaches the activation, updates the layer's streaming statistics on the full
-tensor, reduces conv maps per ``reduce`` and offers the rows to the layer's reservoir, all on the
-activation's device with no host synchronisation. It never returns a value, so the model's
-outputs, gradients, parameters, buffers, RNG state and mode are untouched.
+The hooks themselves (the hot path) live in ``_hooks``, the row building in ``_rows`` and the
+optional probe wiring in ``_extensions``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .._errors import ConfigError, RepdiagError, RepdiagWarning, ShapeError
+from .._errors import ConfigError, RepdiagError, ShapeError
 from .._validation import check_choice, check_nonneg_float, check_positive_int
-from ..metrics._registry import LayerData, Metric, Row, iter_rows, resolve_metrics
-from ..tables import MODEL_LAYER, concat_tables, empty_table, make_table
+from ..metrics._registry import LayerData, Metric, Row, resolve_metrics
+from ..tables import concat_tables, empty_table
 from ._buffer import Reservoir
-from ._distributed import gather_layer_data, rank_seed, sync_target
-from ._select import LayerSpec, layout_of, select_layers, unwrap
+from ._distributed import rank_seed, sync_target
+from ._extensions import EXTENSION_KEYS, attach_extensions
+from ._hooks import HookedLayer, make_hook
+from ._rows import collect_layer_data, compute_rows, finish_rows
+from ._select import LayerSpec, select_layers, unwrap
 from ._stats import StreamingStats
 
 __all__ = ["Recorder", "attach", "StepContext"]
 
 Reduce = Literal["mean", "positions", "flatten"]
 _REDUCES = ("mean", "positions", "flatten")
-_MAX_PENDING = 64
 
 
 @dataclass
@@ -46,41 +45,6 @@ class StepContext:
 
 
 StepCallback = Callable[["Recorder", StepContext], Iterable[Row]]
-
-
-def _first_tensor(obj: Any) -> Tensor | None:
-    """The tensor a module produced: itself, the first element of a tuple/list, the first value
-    of a dict (in insertion order), recursively."""
-    if isinstance(obj, Tensor):
-        return obj
-    if isinstance(obj, (tuple, list)):
-        for o in obj:
-            t = _first_tensor(o)
-            if t is not None:
-                return t
-        return None
-    if isinstance(obj, Mapping):
-        for o in obj.values():
-            t = _first_tensor(o)
-            if t is not None:
-                return t
-    return None
-
-
-@dataclass
-class _Layer:
-    name: str
-    module: nn.Module
-    reservoir: Reservoir
-    stats: StreamingStats | None = None
-    depth: int | None = None
-    layout: tuple[int, int] | None = None
-    calls: int = 0
-    pending: list[tuple[Tensor, Tensor, int]] = field(default_factory=list)  # (slots, sample_idx, batch)
-
-    @property
-    def kind(self) -> str:
-        return type(self.module).__name__
 
 
 class Recorder:
@@ -142,8 +106,8 @@ class Recorder:
         self._callbacks: list[StepCallback] = []
         self.skipped: list[tuple[str, str, str]] = []  # (metric, layer, reason) of the last table()
         modules = dict(self.inner.named_modules())
-        self._layers: dict[str, _Layer] = {
-            name: _Layer(name, modules[name], Reservoir(self.max_samples, rank_seed(self.seed, distributed)))
+        self._layers: dict[str, HookedLayer] = {
+            name: HookedLayer(name, modules[name], Reservoir(self.max_samples, rank_seed(self.seed, distributed)))
             for name in select_layers(self.inner, layers)
         }
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -152,91 +116,10 @@ class Recorder:
         self._scratch: dict[torch.device, Tensor] = {}
         for layer in self._layers.values():
             if self.capture == "output":
-                h = layer.module.register_forward_hook(self._make_hook(layer, output=True))
+                h = layer.module.register_forward_hook(make_hook(self, layer, output=True))
             else:
-                h = layer.module.register_forward_pre_hook(self._make_hook(layer, output=False))
+                h = layer.module.register_forward_pre_hook(make_hook(self, layer, output=False))
             self._handles.append(h)
-
-    # -- hot path -------------------------------------------------------------------------------
-    def _make_hook(self, layer: _Layer, *, output: bool) -> Callable[..., None]:
-        def hook(module: nn.Module, args: Any, out: Any = None) -> None:
-            if not self._active or self._paused:
-                return
-            t = _first_tensor(out if output else args)
-            if t is None or not t.is_floating_point() or t.ndim == 0:
-                return
-            try:
-                with torch.no_grad():
-                    self._record(layer, t.detach())
-            except RepdiagError:
-                self.detach()
-                raise
-            except (RuntimeError, ValueError) as exc:
-                self.detach()
-                raise RepdiagError(
-                    f"capturing layer {layer.name!r} ({layer.kind}) failed on an activation of shape "
-                    f"{tuple(t.shape)}: {exc}. repdiag detached itself; the model is unchanged."
-                ) from exc
-
-        return hook
-
-    def _layout(self, layer: _Layer, x: Tensor) -> tuple[int, int]:
-        if x.ndim <= 2:
-            return 0, max(x.ndim - 1, 0)
-        if self.feature_dim is not None:
-            return self.batch_dim, self.feature_dim % x.ndim
-        if layer.layout is None or len(layer.layout) != 2:
-            prev = None
-            for other in sorted(
-                (lay for lay in self._layers.values() if lay.depth is not None and lay.layout is not None),
-                key=lambda lay: lay.depth or 0,
-            ):
-                prev = other.layout
-            layer.layout = layout_of(layer.module, x.ndim, prev)
-        b, f = layer.layout
-        return b, f % x.ndim
-
-    def _record(self, layer: _Layer, x: Tensor) -> None:
-        if layer.depth is None:
-            layer.depth = sum(1 for lay in self._layers.values() if lay.depth is not None)
-        if x.ndim == 1:
-            x = x[:, None]
-        bdim, fdim = self._layout(layer, x)
-        if bdim == fdim:
-            raise ShapeError(f"batch and feature dims coincide ({bdim}) for layer {layer.name!r}; set feature_dim.")
-        x = x.movedim((bdim, fdim), (0, 1))  # (N, D, *positions), a view
-        n, d = x.shape[0], x.shape[1]
-        if layer.stats is None:
-            layer.stats = StreamingStats(d, x.device, eps=self.sparsity_eps)
-        elif layer.stats.units != d:
-            raise ShapeError(
-                f"layer {layer.name!r} produced {d} units on this call but {layer.stats.units} before; "
-                "repdiag needs a fixed feature size per layer. Select another layer or set feature_dim."
-            )
-        scratch = self._scratch.get(x.device)
-        if x.ndim > 2 and (scratch is None or scratch.numel() < x.numel()):
-            scratch = self._scratch[x.device] = torch.empty(x.numel(), dtype=torch.float32, device=x.device)
-        map_means = layer.stats.update(x, scratch)
-        if self.reduce == "mean" or x.ndim == 2:
-            rows = map_means.to(x.dtype) if x.ndim > 2 else x
-            sample_idx = torch.arange(n, device=x.device)
-        elif self.reduce == "positions":
-            p = x[0, 0].numel()
-            rows = x.flatten(2).transpose(1, 2).reshape(n * p, d)
-            sample_idx = torch.arange(n, device=x.device).repeat_interleave(p)
-        else:  # flatten: the whole representation of a sample is one row
-            rows = x.reshape(n, -1)
-            sample_idx = torch.arange(n, device=x.device)
-        if layer.reservoir.data is not None and layer.reservoir.data.shape[1] != rows.shape[1]:
-            raise ShapeError(
-                f"layer {layer.name!r} gave rows of {rows.shape[1]} features with reduce={self.reduce!r}, "
-                f"{layer.reservoir.data.shape[1]} before (the input size changed?). Use reduce='mean'."
-            )
-        slots = layer.reservoir.offer(rows.to(layer.reservoir.data.dtype) if layer.reservoir.data is not None else rows)
-        layer.calls += 1
-        if len(layer.pending) >= _MAX_PENDING:  # step() is not being called: labels stay unknown
-            layer.pending.pop(0)
-        layer.pending.append((slots, sample_idx, n))
 
     # -- schedule -------------------------------------------------------------------------------
     def step(self, labels: Any = None, *, inputs: Any = None) -> None:
@@ -269,7 +152,7 @@ class Recorder:
         for cb in self._callbacks:
             rows = list(cb(self, ctx))
             if rows:
-                self._history.append(self._finish_rows(rows, step=self.step_count))
+                self._history.append(finish_rows(self, rows, step=self.step_count))
         if self.snapshot_every is not None and self.step_count % self.snapshot_every == 0:
             self.snapshot(reset=True)
 
@@ -297,11 +180,11 @@ class Recorder:
         """Hooked module paths, in forward order once they have run (selection order before)."""
         return [lay.name for lay in self._ordered()]
 
-    def _ordered(self) -> list[_Layer]:
+    def _ordered(self) -> list[HookedLayer]:
         seen = sorted((lay for lay in self._layers.values() if lay.depth is not None), key=lambda lay: lay.depth or 0)
         return seen + [lay for lay in self._layers.values() if lay.depth is None]
 
-    def _get(self, layer: str) -> _Layer:
+    def _get(self, layer: str) -> HookedLayer:
         if layer not in self._layers:
             import difflib
 
@@ -335,80 +218,17 @@ class Recorder:
         When ``torch.distributed`` is initialised (and ``distributed`` is not False) this is a
         collective: every rank must call it, and it describes all ranks' data (empty on ranks
         other than 0 with ``distributed="rank0"``)."""
-        if sync_target(self.distributed) is not None:
-            return gather_layer_data(self) or []
-        out = []
-        for lay in self._ordered():
-            if lay.stats is None or lay.reservoir.data is None:
-                continue
-            x, y = lay.reservoir.rows()
-            out.append(LayerData(lay.name, lay.kind, int(lay.depth or 0), x, y, lay.stats, self.inner, lay.module))
-        return out
+        return collect_layer_data(self)
 
     def compute(self, metrics: Sequence[Metric] | None = None) -> list[Row]:
         """Rows of ``metrics`` (default: the recorder's) on the current buffers, without a step."""
-        metrics = self.metrics if metrics is None else list(metrics)
-        data = self.layer_data()
-        if not data and sync_target(self.distributed) is not None:
-            return []  # nothing captured on any rank, or a rank that does not receive (rank0)
-        rows: list[Row] = []
-        self.skipped = []
-        for m in metrics:
-            opts = {**self.metric_options.get("*", {}), **self.metric_options.get(m.name, {})}
-            if m.scope == "model":
-                md = LayerData(MODEL_LAYER, type(self.inner).__name__, -1, model=self.inner, extra={"layers": data})
-                reason = m.missing(md)
-                if reason:
-                    self.skipped.append((m.name, MODEL_LAYER, reason))
-                    continue
-                for r in iter_rows(m, md, opts):
-                    r.setdefault("layer", MODEL_LAYER)
-                    r.setdefault("module", md.module)
-                    r.setdefault("depth", -1)
-                    rows.append(r)
-                continue
-            for d in data:
-                reason = m.missing(d)
-                if reason:
-                    self.skipped.append((m.name, d.layer, reason))
-                    continue
-                if "labels" in m.needs and d.labels is not None and d.samples is not None:
-                    known = d.labels >= 0
-                    if not bool(known.all()):
-                        d = LayerData(d.layer, d.module, d.depth, d.samples[known], d.labels[known], d.stats,
-                                      d.model, d.module_ref)
-                for r in iter_rows(m, d, opts):
-                    r.setdefault("layer", d.layer)
-                    r.setdefault("module", d.module)
-                    r.setdefault("depth", d.depth)
-                    rows.append(r)
-        by_reason: dict[tuple[str, str], list[str]] = {}
-        for name, lay_name, reason in self.skipped:
-            by_reason.setdefault((name, reason), []).append(lay_name)
-        for (name, reason), names in by_reason.items():
-            warnings.warn(f"metric {name!r} skipped on {len(names)} layer(s) ({', '.join(names[:3])}"
-                          f"{', ...' if len(names) > 3 else ''}): {reason}", RepdiagWarning, stacklevel=3)
-        return rows
-
-    def _finish_rows(self, rows: Iterable[Row], *, step: int | None) -> pd.DataFrame:
-        out = []
-        for r in rows:
-            r = dict(r)
-            r.setdefault("run", self.run)
-            r.setdefault("step", step)
-            r.setdefault("layer", MODEL_LAYER)
-            r.setdefault("module", type(self.inner).__name__)
-            r.setdefault("depth", -1)
-            r.setdefault("n", pd.NA)
-            v = r.get("value")
-            r["value"] = float("nan") if v is None else float(v)
-            out.append(r)
-        return make_table(out)
+        # stacklevel=3: a skipped-metric warning points at the code that called table() or snapshot()
+        return compute_rows(self, self.metrics if metrics is None else list(metrics), stacklevel=3)
 
     def snapshot(self, *, reset: bool = False) -> pd.DataFrame:
         """Compute the metrics now, keep the rows in the recorder's history (step = steps
         completed), and optionally :meth:`reset` the buffers. Returns the new rows."""
-        frame = self._finish_rows(self.compute(), step=self.step_count)
+        frame = finish_rows(self, self.compute(), step=self.step_count)
         self._history.append(frame)
         if reset:
             self.reset()
@@ -419,7 +239,7 @@ class Recorder:
         current buffers (when anything was captured since the last reset)."""
         frames = list(self._history)
         if sync_target(self.distributed) is not None or any(lay.reservoir.seen for lay in self._layers.values()):
-            frames.append(self._finish_rows(self.compute(), step=self.step_count))
+            frames.append(finish_rows(self, self.compute(), step=self.step_count))
         return concat_tables(frames) if frames else empty_table()
 
     def reset(self) -> None:
@@ -523,36 +343,13 @@ def attach(
         other ranks (default: the process group's timeout); further
         keys (``probe``, ``loss_fn``, ...) are accepted by the probes that define them.
     """
-    extension_keys = ("probe", "probe_every", "loss_fn", "landscape_every", "optimizer", "landscape_options",
-                      "probe_options")
-    ext = {k: options.pop(k) for k in list(options) if k in extension_keys}
+    ext = {k: options.pop(k) for k in list(options) if k in EXTENSION_KEYS}
     rec = Recorder(model, layers, every=every, max_samples=max_samples, reduce=reduce, metrics=metrics, run=run,
                    seed=seed, **options)
     try:
-        _attach_extensions(rec, ext)
+        attach_extensions(rec, ext)
     except BaseException:
         rec.detach()
         raise
     return rec
 
-
-def _attach_extensions(rec: Recorder, ext: dict[str, Any]) -> None:
-    """Wire the optional probes (EM shift on a fixed probe batch, landscape probes)."""
-    if not ext:
-        return
-    if ext.get("probe") is not None or "probe_every" in ext or "probe_options" in ext:
-        try:
-            from ._probe import attach_probe
-        except ImportError as exc:  # pragma: no cover - present once the transport probes land
-            raise ConfigError("probe=... needs repdiag's EM-shift probe, which this build lacks.") from exc
-        attach_probe(rec, ext.pop("probe", None), every=ext.pop("probe_every", None),
-                     **dict(ext.pop("probe_options", None) or {}))
-    if ext.get("loss_fn") is not None or "landscape_every" in ext:
-        try:
-            from ..landscape._scheduled import attach_landscape
-        except ImportError as exc:  # pragma: no cover - present once the landscape probes land
-            raise ConfigError("loss_fn=... needs repdiag.landscape, which this build lacks.") from exc
-        attach_landscape(rec, ext.pop("loss_fn", None), every=ext.pop("landscape_every", None),
-                         optimizer=ext.pop("optimizer", None), **dict(ext.pop("landscape_options", None) or {}))
-    if ext:
-        raise ConfigError(f"unused option(s) {sorted(ext)}: probe options need probe=..., landscape options loss_fn=...")

@@ -1,0 +1,100 @@
+"""From a recorder's buffers to table rows: the per-layer data metrics see, the metric rows
+computed on it (with one warning per skipped metric and reason), and the finishing of rows into
+a tidy table frame."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from .._errors import RepdiagWarning
+from ..metrics._registry import LayerData, Metric, Row, iter_rows
+from ..tables import MODEL_LAYER, make_table
+from ._distributed import gather_layer_data, sync_target
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._recorder import Recorder
+
+__all__ = ["collect_layer_data", "compute_rows", "finish_rows"]
+
+
+def collect_layer_data(rec: Recorder) -> list[LayerData]:
+    """The body of :meth:`Recorder.layer_data` (a collective under ``torch.distributed``)."""
+    if sync_target(rec.distributed) is not None:
+        return gather_layer_data(rec) or []
+    out = []
+    for lay in rec._ordered():
+        if lay.stats is None or lay.reservoir.data is None:
+            continue
+        x, y = lay.reservoir.rows()
+        out.append(LayerData(lay.name, lay.kind, int(lay.depth or 0), x, y, lay.stats, rec.inner, lay.module))
+    return out
+
+
+def compute_rows(rec: Recorder, metrics: Sequence[Metric], *, stacklevel: int) -> list[Row]:
+    """The body of :meth:`Recorder.compute`: rows of ``metrics`` on ``rec.layer_data()``.
+
+    Sets ``rec.skipped`` and warns once per (metric, reason) at ``stacklevel`` (counted from the
+    caller of this function, as for :func:`warnings.warn`)."""
+    data = rec.layer_data()
+    if not data and sync_target(rec.distributed) is not None:
+        return []  # nothing captured on any rank, or a rank that does not receive (rank0)
+    rows: list[Row] = []
+    rec.skipped = []
+    for m in metrics:
+        opts = {**rec.metric_options.get("*", {}), **rec.metric_options.get(m.name, {})}
+        if m.scope == "model":
+            md = LayerData(MODEL_LAYER, type(rec.inner).__name__, -1, model=rec.inner, extra={"layers": data})
+            reason = m.missing(md)
+            if reason:
+                rec.skipped.append((m.name, MODEL_LAYER, reason))
+                continue
+            for r in iter_rows(m, md, opts):
+                r.setdefault("layer", MODEL_LAYER)
+                r.setdefault("module", md.module)
+                r.setdefault("depth", -1)
+                rows.append(r)
+            continue
+        for d in data:
+            reason = m.missing(d)
+            if reason:
+                rec.skipped.append((m.name, d.layer, reason))
+                continue
+            if "labels" in m.needs and d.labels is not None and d.samples is not None:
+                known = d.labels >= 0
+                if not bool(known.all()):
+                    d = LayerData(d.layer, d.module, d.depth, d.samples[known], d.labels[known], d.stats,
+                                  d.model, d.module_ref)
+            for r in iter_rows(m, d, opts):
+                r.setdefault("layer", d.layer)
+                r.setdefault("module", d.module)
+                r.setdefault("depth", d.depth)
+                rows.append(r)
+    by_reason: dict[tuple[str, str], list[str]] = {}
+    for name, lay_name, reason in rec.skipped:
+        by_reason.setdefault((name, reason), []).append(lay_name)
+    for (name, reason), names in by_reason.items():
+        warnings.warn(f"metric {name!r} skipped on {len(names)} layer(s) ({', '.join(names[:3])}"
+                      f"{', ...' if len(names) > 3 else ''}): {reason}", RepdiagWarning, stacklevel=stacklevel + 1)
+    return rows
+
+
+def finish_rows(rec: Recorder, rows: Iterable[Row], *, step: int | None) -> pd.DataFrame:
+    """``rows`` as a table frame, with the recorder's run, ``step`` and model-level defaults filled
+    in and ``value`` a float (``None`` -> NaN)."""
+    out = []
+    for r in rows:
+        r = dict(r)
+        r.setdefault("run", rec.run)
+        r.setdefault("step", step)
+        r.setdefault("layer", MODEL_LAYER)
+        r.setdefault("module", type(rec.inner).__name__)
+        r.setdefault("depth", -1)
+        r.setdefault("n", pd.NA)
+        v = r.get("value")
+        r["value"] = float("nan") if v is None else float(v)
+        out.append(r)
+    return make_table(out)
