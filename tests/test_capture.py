@@ -90,6 +90,36 @@ def test_streaming_stats_equal_direct_computation(device: str, dtype: torch.dtyp
     assert int(s.nonfinite.sum()) == 0
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "chunked_eps"])
+def test_streaming_stats_chunked_conv_reductions(monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    """On CPU conv maps are reduced in chunks of whole samples; several chunks with a partial last
+    one, channels-last input and an eps threshold give the statistics of the whole batch."""
+    from repdiag.capture import _stats
+
+    monkeypatch.setattr(_stats, "CPU_CHUNK", 3 * 5 * 6 * 7)  # 3 samples of (5, 6, 7) per chunk
+    g = torch.Generator().manual_seed(3)
+    x = torch.relu(torch.randn(11, 5, 6, 7, generator=g))  # 4 chunks, the last holding 2 samples
+    x[4, 1] = 0.0
+    x[9, 3, :2] = 1e-4  # zero only when eps > 0
+    eps = 1e-3 if layout == "chunked_eps" else 0.0
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    s = StreamingStats(5, torch.device("cpu"), eps=eps)
+    means = s.update(x)
+    ref = x.double().transpose(0, 1).reshape(5, -1)
+    zero = x.abs() <= eps
+    torch.testing.assert_close(means, x.double().mean(dim=(2, 3)), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(s.zeros, zero.transpose(0, 1).reshape(5, -1).sum(1))
+    torch.testing.assert_close(s.zero_maps, zero.flatten(2).all(2).sum(0))
+    torch.testing.assert_close(s.mean, ref.mean(1), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(s.var(), ref.var(1, correction=0), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(s.min, ref.min(1).values)
+    torch.testing.assert_close(s.max, ref.max(1).values)
+    frac = zero.reshape(11, -1).double().mean(1)
+    expect = torch.bincount(torch.round(frac * (HIST_BINS - 1)).long(), minlength=HIST_BINS)
+    torch.testing.assert_close(s.sample_zero_hist, expect)
+
+
 def test_streaming_stats_welford_is_stable() -> None:
     """A large offset does not destroy the variance (naive sum-of-squares would)."""
     s = StreamingStats(2, torch.device("cpu"))

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .._errors import RepdiagError, ShapeError
 from ._buffer import Reservoir
 from ._select import layout_of
-from ._stats import StreamingStats
+from ._stats import StreamingStats, scratch_size
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._recorder import Recorder
@@ -130,9 +130,12 @@ def record(rec: Recorder, layer: HookedLayer, x: Tensor) -> None:
             f"layer {layer.name!r} produced {d} units on this call but {layer.stats.units} before; "
             "repdiag needs a fixed feature size per layer. Select another layer or set feature_dim."
         )
-    scratch = rec._scratch.get(x.device)
-    if x.ndim > 2 and (scratch is None or scratch.numel() < x.numel()):
-        scratch = rec._scratch[x.device] = torch.empty(x.numel(), dtype=torch.float32, device=x.device)
+    scratch = None
+    if x.ndim > 2:  # one zero-mask buffer per device and dtype, shared by the layers, grown when needed
+        key = (x.device, torch.float64 if x.dtype == torch.float64 else torch.float32)
+        scratch = rec._scratch.get(key)
+        if scratch is None or scratch.numel() < scratch_size(x):
+            scratch = rec._scratch[key] = torch.empty(scratch_size(x), dtype=key[1], device=x.device)
     map_means = layer.stats.update(x, scratch)
     if rec.reduce == "mean" or x.ndim == 2:
         rows = map_means.to(x.dtype) if x.ndim > 2 else x

@@ -113,7 +113,7 @@ class Recorder:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         # one float32 work buffer per device, as large as the largest activation, reused by every
         # hook for the zero mask (fresh allocations of that size dominate the hook's cost)
-        self._scratch: dict[torch.device, Tensor] = {}
+        self._scratch: dict[tuple[torch.device, torch.dtype], Tensor] = {}
         for layer in self._layers.values():
             if self.capture == "output":
                 h = layer.module.register_forward_hook(make_hook(self, layer, output=True))
