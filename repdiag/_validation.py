@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor
 from ._errors import ConfigError, NonFiniteError, ShapeError
 
 __all__ = [
+    "first_tensor",
     "check_samples",
     "check_labels",
     "check_same_features",
@@ -111,3 +113,17 @@ def check_finite(x: Tensor, what: str) -> None:
             f"{what} holds {bad} non-finite value(s) (NaN or Inf) out of {x.numel()}; the metric needs finite "
             "inputs. Check the training run for divergence (a lower learning rate, gradient clipping)."
         )
+
+
+def first_tensor(obj: Any) -> Tensor | None:
+    """The first tensor in ``obj``: itself, else the first found in a tuple/list or in a dict's
+    values (insertion order), recursively; None when there is none. What a module produced, or
+    what a batch's inputs start with."""
+    if isinstance(obj, Tensor):
+        return obj
+    values = obj.values() if isinstance(obj, Mapping) else obj if isinstance(obj, (tuple, list)) else ()
+    for o in values:
+        t = first_tensor(o)
+        if t is not None:
+            return t
+    return None

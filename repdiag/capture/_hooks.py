@@ -9,7 +9,7 @@ outputs, gradients, parameters, buffers, RNG state and mode are untouched.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .._errors import RepdiagError, ShapeError
+from .._validation import first_tensor
 from ._buffer import Reservoir
 from ._select import layout_of
 from ._stats import StreamingStats, scratch_size
@@ -28,25 +29,6 @@ __all__ = ["HookedLayer", "MAX_PENDING", "make_hook", "record"]
 
 MAX_PENDING = 64
 """Unlabelled batches a layer remembers for :meth:`Recorder.step` (older ones lose their labels)."""
-
-
-def _first_tensor(obj: Any) -> Tensor | None:
-    """The tensor a module produced: itself, the first element of a tuple/list, the first value
-    of a dict (in insertion order), recursively."""
-    if isinstance(obj, Tensor):
-        return obj
-    if isinstance(obj, (tuple, list)):
-        for o in obj:
-            t = _first_tensor(o)
-            if t is not None:
-                return t
-        return None
-    if isinstance(obj, Mapping):
-        for o in obj.values():
-            t = _first_tensor(o)
-            if t is not None:
-                return t
-    return None
 
 
 @dataclass
@@ -73,7 +55,7 @@ def make_hook(rec: Recorder, layer: HookedLayer, *, output: bool) -> Callable[..
     def hook(module: nn.Module, args: Any, out: Any = None) -> None:
         if not rec._active or rec._paused:
             return
-        t = _first_tensor(out if output else args)
+        t = first_tensor(out if output else args)
         if t is None or not t.is_floating_point() or t.ndim == 0:
             return
         try:

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from ._cmd_report import add_common, finish, parse_metrics
+from ._cmd_report import add_common, finish, parse_metrics, pick_names
 
 RUNS = (("bn", "bn"), ("nobn", "none"))  # (run name, small_cnn norm)
 TRAINING_PLOTS = ("sparsity", "silhouette_labels", "channels_off", "loss", "loss_range_rel", "grad_change_rel",
@@ -135,11 +135,5 @@ def _training_plots(spec: str, training: Any) -> list[str] | None:
     if spec == "auto":
         picked = [m for m in TRAINING_PLOTS if m in have]
         return picked or None
-    names = [n.strip() for n in spec.split(",") if n.strip()]
-    from .._errors import ConfigError
-
-    bad = [n for n in names if n not in have]
-    if bad or not names:
-        raise ConfigError(f"--training-plots must be 'auto', 'all' or metrics recorded during training; "
-                          f"{', '.join(map(repr, bad)) or 'none given'} is not one. Recorded: {', '.join(sorted(have))}.")
-    return names
+    return pick_names(spec, "--training-plots", "be 'auto', 'all' or metrics recorded during training",
+                      sorted(have), "Recorded")

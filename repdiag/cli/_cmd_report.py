@@ -65,6 +65,22 @@ def _positive(value: int, flag: str) -> int:
     return value
 
 
+def comma_names(spec: str) -> list[str]:
+    """The stripped, non-empty items of a comma-separated option."""
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def pick_names(spec: str, flag: str, expected: str, allowed: Sequence[str], label: str) -> list[str]:
+    """The items of ``spec``, each one of ``allowed``; else one :class:`ConfigError` naming the
+    offenders and listing ``allowed`` after ``label``."""
+    names = comma_names(spec)
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        raise ConfigError(f"{flag} must {expected}; {', '.join(map(repr, bad)) or 'none given'} is not one. "
+                          f"{label}: {', '.join(allowed)}.")
+    return names
+
+
 def parse_metrics(spec: str) -> str | list[str]:
     """``--metrics``: 'default', 'all' or a comma list, each name checked against the registry."""
     from ..metrics import get_metric
@@ -72,7 +88,7 @@ def parse_metrics(spec: str) -> str | list[str]:
     spec = spec.strip()
     if spec in ("default", "all"):
         return spec
-    names = [s.strip() for s in spec.split(",") if s.strip()]
+    names = comma_names(spec)
     if not names:
         raise ConfigError("--metrics must name at least one metric, or 'default' / 'all'; got an empty list.")
     for n in names:
@@ -85,7 +101,7 @@ def parse_layers(spec: str) -> str | list[str]:
     spec = spec.strip()
     if spec == "auto":
         return spec
-    names = [s.strip() for s in spec.split(",") if s.strip()]
+    names = comma_names(spec)
     if not names:
         raise ConfigError("--layers must be 'auto' or comma-separated module paths; got an empty list.")
     return names
@@ -151,12 +167,7 @@ def choose_embed_layers(spec: str, hooked: Sequence[str]) -> list[str]:
     if spec.strip() == "auto":
         picks = [hooked[0], hooked[len(hooked) // 2], hooked[-1]] if hooked else []
         return list(dict.fromkeys(picks))
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    bad = [n for n in names if n not in hooked]
-    if bad or not names:
-        raise ConfigError(f"--embed-layers must name hooked layers; {', '.join(map(repr, bad)) or 'none given'} "
-                          f"is not one. Hooked: {', '.join(hooked)}.")
-    return names
+    return pick_names(spec, "--embed-layers", "name hooked layers", hooked, "Hooked")
 
 
 def assemble(results: Sequence[RunResult], *, embedding: str, embed_layers: str, embed_samples: int, seed: int,

@@ -17,28 +17,12 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .._errors import ConfigError, ShapeError
-from .._validation import describe
+from .._validation import describe, first_tensor
 from ._state import ProbeGuard
 
 __all__ = ["Problem", "LossFn", "sq_norm", "diff_sq_norm", "dot"]
 
 LossFn = Callable[[Any, Any], Tensor]
-
-
-def _batch_size(obj: Any) -> int | None:
-    if isinstance(obj, Tensor):
-        return int(obj.shape[0]) if obj.ndim > 0 else None
-    if isinstance(obj, (list, tuple)):
-        for o in obj:
-            n = _batch_size(o)
-            if n is not None:
-                return n
-    if isinstance(obj, Mapping):
-        for o in obj.values():
-            n = _batch_size(o)
-            if n is not None:
-                return n
-    return None
 
 
 def split_batch(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
@@ -93,7 +77,8 @@ class Problem:
         self.model = model
         self.loss_fn = loss_fn
         self.args, self.kwargs, self.targets = split_batch(batch)
-        self.n = _batch_size((self.args, self.kwargs)) or 0
+        first = first_tensor((self.args, self.kwargs))
+        self.n = int(first.shape[0]) if first is not None and first.ndim > 0 else 0
         self.guard = guard
         self.params: dict[str, Tensor] = {n: p for n, p in model.named_parameters() if p.requires_grad}
         if not self.params:
