@@ -38,9 +38,9 @@ def _map_reductions(x: Tensor, eps: float, scratch: Tensor | None) -> tuple[Tens
     """Per-map sum, sum of squares, min, max and zero count of ``x`` ``(N, D, *positions)``, each
     ``(N, D)``: sums and counts float32 (float64 for float64 input), min/max in ``x.dtype``.
 
-    Sums and zero counts are matrix products with a ones vector (faster than ``sum`` on CPU and
-    exact for counts below 2**24). On CPU the batch is cut into chunks of about
-    :data:`CPU_CHUNK` entries so each chunk is read from cache by all five reductions.
+    Zero counts are float sums of a 0/1 mask (exact below 2**24 entries per map). On CPU the
+    batch is cut into chunks of about :data:`CPU_CHUNK` entries so that each chunk is read from
+    cache, not memory, by all five reductions.
     """
     n, d = x.shape[0], x.shape[1]
     p = x[0, 0].numel()
@@ -51,9 +51,8 @@ def _map_reductions(x: Tensor, eps: float, scratch: Tensor | None) -> tuple[Tens
     need = scratch_size(x)
     if scratch is None or scratch.numel() < need or scratch.dtype != fdt:
         scratch = torch.empty(need, dtype=fdt, device=x.device)
-    ones = torch.ones((p, 1), dtype=fdt, device=x.device)
-    s1 = torch.empty((n * d, 1), dtype=fdt, device=x.device)
-    zc = torch.empty((n * d, 1), dtype=fdt, device=x.device)
+    s1 = torch.empty(n * d, dtype=fdt, device=x.device)
+    zc = torch.empty(n * d, dtype=fdt, device=x.device)
     s2 = torch.empty(n * d, dtype=fdt, device=x.device)
     mn = torch.empty(n * d, dtype=rows.dtype, device=x.device)
     mx = torch.empty(n * d, dtype=rows.dtype, device=x.device)
@@ -66,8 +65,8 @@ def _map_reductions(x: Tensor, eps: float, scratch: Tensor | None) -> tuple[Tens
             torch.le(z, eps, out=z)
         else:
             torch.eq(c, 0, out=z)
-        torch.mm(c, ones, out=s1[i:i + step])
-        torch.mm(z, ones, out=zc[i:i + step])
+        torch.sum(c, dim=1, out=s1[i:i + step])
+        torch.sum(z, dim=1, out=zc[i:i + step])
         torch.linalg.vector_norm(c, dim=1, out=s2[i:i + step])
         torch.amin(c, dim=1, out=mn[i:i + step])
         torch.amax(c, dim=1, out=mx[i:i + step])
@@ -147,7 +146,7 @@ class StreamingStats:
 
         Precision: for 2-D activations mean and M2 are exact two-pass float64 values merged with
         Chan et al.'s update. For conv maps each map's sum and sum of squares are reduced in
-        float32 (matrix products with a ones vector, no temporaries), turned into the map's mean and M2 in
+        float32 (in cache-sized chunks on CPU, no temporaries), turned into the map's mean and M2 in
         float64 and merged across maps and batches with Chan's update; the relative error of the
         variance is then about ``1e-7 * (mean / std)^2`` of a map.
         """
