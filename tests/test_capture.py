@@ -161,6 +161,27 @@ def test_no_host_sync_in_hooked_forward(monkeypatch: pytest.MonkeyPatch) -> None
         rec.detach()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA's sync-debug mode needs a CUDA device")
+def test_no_cuda_sync_in_hooked_forward() -> None:
+    """On a GPU nothing in the hooks or in step() waits for the device."""
+    from repdiag.models import cifar_cnn
+
+    model = cifar_cnn("bn").cuda()
+    x = torch.randn(16, 3, 32, 32, device="cuda")
+    y = torch.randint(0, 10, (16,), device="cuda")
+    rec = repdiag.attach(model, max_samples=8)  # the reservoir fills on the first call
+    model(x)
+    rec.step(labels=y)  # the first call allocates buffers and infers layouts
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            model(x)
+            rec.step(labels=y)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+        rec.detach()
+
+
 def test_memory_is_bounded_by_configuration() -> None:
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU())
     rec = repdiag.attach(model, max_samples=64, metrics=None)
