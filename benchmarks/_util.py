@@ -15,8 +15,14 @@ def machine() -> str:
     import torch
 
     cores = os.cpu_count()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.processor() or platform.machine()}, {cores} cores, {dev}; Python {platform.python_version()}, "
+    return (f"{cpu}, {cores} cores, {dev}; Python {platform.python_version()}, "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
 
 

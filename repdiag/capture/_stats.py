@@ -21,9 +21,11 @@ def _acc_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-CPU_CHUNK = 1 << 18
-"""Entries per chunk of the conv-map reductions on CPU: 1 MiB of float32 plus as much zero mask
-stay in a core's L2 cache across the five reductions, instead of streaming the tensor five times."""
+CPU_CHUNK = 1 << 19
+"""Entries per chunk of the conv-map reductions on CPU: 2 MiB of float32 plus as much zero mask
+stay in cache across the five reductions, instead of streaming the tensor five times from memory.
+Smaller chunks pay more per-op dispatch (about 10 us an op); 1 << 19 was the fastest of
+1 << 18 ... 1 << 21 for the benchmark CNN's activations (see docs/benchmarks.md)."""
 
 
 def scratch_size(x: Tensor) -> int:

@@ -1,0 +1,69 @@
+"""Time of the hook's streaming statistics for several CPU chunk sizes (``_stats.CPU_CHUNK``).
+
+The four activations the capture benchmark records each step (``cifar_cnn``'s ReLUs at batch
+128: 128x32x32x32, 128x64x32x32, 128x128x16x16, 128x128x8x8, float32, post-ReLU) go through
+``StreamingStats.update`` once per chunk size per repeat, the chunk sizes alternating, so that
+drift of the machine touches all of them alike. Prints the median milliseconds per step (all four
+layers) and the ratio to the chunk size in use.
+
+    python benchmarks/capture_chunk.py [--repeats 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import alternate, machine, median, paired_ratio, print_table  # noqa: E402
+
+from repdiag.capture import _stats  # noqa: E402
+
+SHAPES = [(128, 32, 32, 32), (128, 64, 32, 32), (128, 128, 16, 16), (128, 128, 8, 8)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    xs = [torch.randn(s).relu_() for s in SHAPES]
+    default = _stats.CPU_CHUNK
+    chunks = [1 << 17, 1 << 18, 1 << 19, 1 << 20, 1 << 21, 1 << 40]
+
+    def run_with(chunk: int) -> Callable[[], None]:
+        stats = [_stats.StreamingStats(x.shape[1], x.device) for x in xs]
+        _stats.CPU_CHUNK = chunk
+        scratch = [torch.empty(_stats.scratch_size(x)) for x in xs]
+        _stats.CPU_CHUNK = default
+
+        def fn() -> None:
+            _stats.CPU_CHUNK = chunk
+            try:
+                for x, s, st in zip(xs, scratch, stats):
+                    st.update(x, s)
+            finally:
+                _stats.CPU_CHUNK = default
+        return fn
+
+    times = alternate([run_with(c) for c in chunks], args.repeats)
+    ref = times[chunks.index(default)]
+    print(f"machine: {machine()}")
+    print(f"StreamingStats.update on {len(SHAPES)} post-ReLU activations "
+          f"({sum(torch.Size(s).numel() for s in SHAPES) / 1e6:.1f} M entries), {args.repeats} alternating repeats\n")
+    rows = []
+    for c, t in zip(chunks, times):
+        name = "whole tensor" if c == 1 << 40 else f"{c >> 10} K"
+        mark = " (in use)" if c == default else ""
+        rows.append((name + mark, f"{median(t) * 1e3:.2f}", f"{paired_ratio(t, ref):.3f}"))
+    print_table(["CPU_CHUNK entries", "ms per step", "ratio to in use"], rows)
+
+
+if __name__ == "__main__":
+    main()
