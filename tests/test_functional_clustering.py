@@ -17,7 +17,8 @@ from repdiag.functional import (
     standardize,
 )
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+from .conftest import DEVICES
+
 SCORES = [silhouette_score, davies_bouldin_score, calinski_harabasz_score]
 # (n, d, k): k=2, k=50, d=1, d=2048, and labels with singleton clusters
 SHAPES = [(60, 3, 4), (40, 1, 2), (48, 2048, 3), (150, 5, 50), (30, 2, 2)]

@@ -16,7 +16,7 @@ from repdiag.functional import (
     stratified_split,
 )
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+from .conftest import DEVICES
 
 
 def _blobs(n: int, d: int, k: int, seed: int = 0, spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from torch.testing import assert_close
 from repdiag import NonFiniteError, RepdiagWarning, ShapeError
 from repdiag.functional import effective_rank, linear_cka, participation_ratio
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+from .conftest import DEVICES
 
 
 def _hsic_gram(k: np.ndarray, l: np.ndarray, debiased: bool) -> float:

@@ -17,7 +17,7 @@ from repdiag.functional import (
     sparsity,
 )
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+from .conftest import DEVICES
 
 
 def _relu_maps(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:

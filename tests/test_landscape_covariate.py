@@ -12,7 +12,7 @@ from torch import nn
 import repdiag
 from repdiag.landscape import covariate_shift
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+from .conftest import DEVICES
 
 
 def sq_loss(out, target):

@@ -12,7 +12,7 @@ from torch import nn
 import repdiag
 from repdiag.landscape import gradient_predictiveness, hessian_top_eigenvalue
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+from .conftest import DEVICES
 
 
 class Quad(nn.Module):
