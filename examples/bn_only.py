@@ -22,7 +22,7 @@ many more near-zero gammas and channels off than full training.
 
 Source: Frankle, Schwab, Morcos, ICLR 2021 (arXiv 2003.00152); see docs/bn.md.
 
-    python examples/bn_only.py [--seeds 2] [--epochs 30] [--width 32] [--out bn_only]
+    python examples/bn_only.py [--seeds 2] [--epochs 30] [--width 32] [--out repdiag-out/bn_only]
     python examples/bn_only.py --quick      # 1 seed, 2 epochs, narrow net: a smoke run
 """
 
@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--out", type=Path, default=Path("bn_only"))
+    ap.add_argument("--out", type=Path, default=Path("repdiag-out/bn_only"))
     ap.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, width 8 on 512 digits (seconds)")
     args = ap.parse_args(argv)
     train_size = None

@@ -9,7 +9,7 @@ accuracy. The tidy table of every run is saved as CSV beside a summary CSV.
 
 Source: Potgieter, Mouton, Davel, arXiv 2501.14441 (see docs/metrics.md for the definitions).
 
-    python examples/bn_sparsity_clustering.py [--seeds 3] [--epochs 20] [--out bn_sparsity_clustering]
+    python examples/bn_sparsity_clustering.py [--seeds 3] [--epochs 20] [--out repdiag-out/bn_sparsity_clustering]
     python examples/bn_sparsity_clustering.py --quick      # 2 seeds, 2 epochs: a smoke run
 """
 
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--out", type=Path, default=Path("bn_sparsity_clustering"))
+    ap.add_argument("--out", type=Path, default=Path("repdiag-out/bn_sparsity_clustering"))
     ap.add_argument("--quick", action="store_true", help="2 seeds, 2 epochs (under 30 s)")
     args = ap.parse_args(argv)
     seeds, epochs = (2, 2) if args.quick else (args.seeds, args.epochs)

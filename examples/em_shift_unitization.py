@@ -12,7 +12,7 @@ the tidy table, a summary CSV and a plot of EM shift over training.
 
 Source: Huang & Yu, CVPR 2020 (arXiv 2001.02814); see docs/transport.md.
 
-    python examples/em_shift_unitization.py [--seeds 3] [--epochs 10] [--probe-every 5] [--out em_shift]
+    python examples/em_shift_unitization.py [--seeds 3] [--epochs 10] [--probe-every 5] [--out repdiag-out/em_shift]
     python examples/em_shift_unitization.py --quick      # 2 seeds, 1 epoch, small nets: a smoke run
 """
 
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--probe-size", type=int, default=256)
     ap.add_argument("--probe-every", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=Path("em_shift"))
+    ap.add_argument("--out", type=Path, default=Path("repdiag-out/em_shift"))
     ap.add_argument("--quick", action="store_true", help="2 seeds, 1 epoch on 512 digits, 2 x 32 MLP (seconds)")
     args = ap.parse_args(argv)
     if args.quick:

@@ -15,7 +15,7 @@ the relative variants (divided by the loss or the gradient norm) are printed bes
 
 Source: Santurkar, Tsipras, Ilyas, Madry, NeurIPS 2018 (arXiv 1805.11604); see docs/landscape.md.
 
-    python examples/landscape_bn.py [--seeds 3] [--epochs 10] [--every 20] [--out landscape_bn]
+    python examples/landscape_bn.py [--seeds 3] [--epochs 10] [--every 20] [--out repdiag-out/landscape_bn]
     python examples/landscape_bn.py --quick      # 1 seed, 1 epoch on 512 digits: a smoke run
 """
 
@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--every", type=int, default=20, help="probe period in steps")
-    ap.add_argument("--out", type=Path, default=Path("landscape_bn"))
+    ap.add_argument("--out", type=Path, default=Path("repdiag-out/landscape_bn"))
     ap.add_argument("--quick", action="store_true", help="1 seed, 1 epoch on 512 digits, 4 step sizes (seconds)")
     args = ap.parse_args(argv)
     step_sizes = [0.05 * (i + 1) for i in range(8)]  # RESEARCH.md section 2: up to 0.4 x the gradient
