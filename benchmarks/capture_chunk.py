@@ -1,10 +1,12 @@
-"""Time of the hook's streaming statistics for several CPU chunk sizes (``_stats.CPU_CHUNK``).
+"""Time of the hook's streaming statistics for several CPU chunk sizes (``_stats.CPU_CHUNK``),
+and of the ways eager PyTorch can count zeros per map.
 
 The four activations the capture benchmark records each step (``cifar_cnn``'s ReLUs at batch
 128: 128x32x32x32, 128x64x32x32, 128x128x16x16, 128x128x8x8, float32, post-ReLU) go through
 ``StreamingStats.update`` once per chunk size per repeat, the chunk sizes alternating, so that
 drift of the machine touches all of them alike. Prints the median milliseconds per step (all four
-layers) and the ratio to the chunk size in use.
+layers) and the ratio to the chunk size in use. Then, on the largest activation, per-map zero
+counts by a float32 mask and a sum (what the hook does) against the alternatives.
 
     python benchmarks/capture_chunk.py [--repeats 15]
 """
@@ -13,7 +15,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -24,6 +27,16 @@ from _util import alternate, machine, median, paired_ratio, print_table  # noqa:
 from repdiag.capture import _stats  # noqa: E402
 
 SHAPES = [(128, 32, 32, 32), (128, 64, 32, 32), (128, 128, 16, 16), (128, 128, 8, 8)]
+
+
+@contextmanager
+def chunk_size(entries: int) -> Iterator[None]:
+    """Run the block with ``_stats.CPU_CHUNK = entries``, then put the value in use back."""
+    old, _stats.CPU_CHUNK = _stats.CPU_CHUNK, entries
+    try:
+        yield
+    finally:
+        _stats.CPU_CHUNK = old
 
 
 def main() -> None:
@@ -39,17 +52,13 @@ def main() -> None:
 
     def run_with(chunk: int) -> Callable[[], None]:
         stats = [_stats.StreamingStats(x.shape[1], x.device) for x in xs]
-        _stats.CPU_CHUNK = chunk
-        scratch = [torch.empty(_stats.scratch_size(x)) for x in xs]
-        _stats.CPU_CHUNK = default
+        with chunk_size(chunk):
+            scratch = [torch.empty(_stats.scratch_size(x)) for x in xs]
 
         def fn() -> None:
-            _stats.CPU_CHUNK = chunk
-            try:
+            with chunk_size(chunk):
                 for x, s, st in zip(xs, scratch, stats):
                     st.update(x, s)
-            finally:
-                _stats.CPU_CHUNK = default
         return fn
 
     times = alternate([run_with(c) for c in chunks], args.repeats)
@@ -63,6 +72,24 @@ def main() -> None:
         mark = " (in use)" if c == default else ""
         rows.append((name + mark, f"{median(t) * 1e3:.2f}", f"{paired_ratio(t, ref):.3f}"))
     print_table(["CPU_CHUNK entries", "ms per step", "ratio to in use"], rows)
+
+    big = max(xs, key=lambda t: t.numel())
+    maps = big.reshape(big.shape[0] * big.shape[1], -1)
+    mask = torch.empty_like(maps)
+    ways: dict[str, Callable[[], object]] = {
+        "float32 mask + sum (in use)": lambda: torch.eq(maps, 0, out=mask).sum(dim=1),
+        "bool mask + sum": lambda: (maps == 0).sum(dim=1),
+        "count_nonzero": lambda: torch.count_nonzero(maps, dim=1),
+        "vector_norm(ord=0)": lambda: torch.linalg.vector_norm(maps, ord=0, dim=1),
+        "bfloat16 mask + sum": lambda: (maps == 0).to(torch.bfloat16).sum(dim=1, dtype=torch.float32),
+    }
+    def discard(f: Callable[[], object]) -> Callable[[], None]:
+        return lambda: None if f() is None else None
+
+    zt = alternate([discard(f) for f in ways.values()], args.repeats)
+    print(f"\nper-map zero counts of the {tuple(big.shape)} activation, whole tensor:\n")
+    print_table(["way", "ms", "ratio to in use"],
+                [(name, f"{median(t) * 1e3:.2f}", f"{paired_ratio(t, zt[0]):.2f}") for name, t in zip(ways, zt)])
 
 
 if __name__ == "__main__":

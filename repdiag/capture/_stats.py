@@ -24,8 +24,8 @@ def _acc_dtype(device: torch.device) -> torch.dtype:
 CPU_CHUNK = 1 << 19
 """Entries per chunk of the conv-map reductions on CPU: 2 MiB of float32 plus as much zero mask
 stay in cache across the five reductions, instead of streaming the tensor five times from memory.
-Smaller chunks pay more per-op dispatch (about 10 us an op): 1 << 18 was 1.1-1.2x slower on the
-benchmark CNN's activations, 1 << 20 4-7% faster but with an 8 MiB working set, more than a
+Smaller chunks pay more per-op dispatch: 1 << 18 was 1.08-1.20x slower on the
+benchmark CNN's activations, 1 << 20 5-7% faster but with an 8 MiB working set, more than a
 core's share of cache on many machines (``benchmarks/capture_chunk.py``)."""
 
 
