@@ -15,7 +15,7 @@ STAMP := $(VENV)/.repdiag-installed
 
 .PHONY: setup demo test lint bench docs clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml setup.py repdiag/capture/_mapstats.c Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	@if $(PY) -c "import torch" 2>/dev/null; then \
@@ -43,4 +43,4 @@ bench: $(STAMP)
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache repdiag-out
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache repdiag-out repdiag/capture/_mapstats.*.so

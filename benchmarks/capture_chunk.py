@@ -1,11 +1,13 @@
-"""Time of the hook's streaming statistics for several CPU chunk sizes (``_stats.CPU_CHUNK``),
-and of the ways eager PyTorch can count zeros per map.
+"""Time of the hook's streaming statistics through the one-pass C kernel and through the eager
+reductions at several CPU chunk sizes (``_stats.CPU_CHUNK``), and of the ways eager PyTorch can
+count zeros per map.
 
 The four activations the capture benchmark records each step (``cifar_cnn``'s ReLUs at batch
 128: 128x32x32x32, 128x64x32x32, 128x128x16x16, 128x128x8x8, float32, post-ReLU) go through
-``StreamingStats.update`` once per chunk size per repeat, the chunk sizes alternating, so that
-drift of the machine touches all of them alike. Prints the median milliseconds per step (all four
-layers) and the ratio to the chunk size in use. Then, on the largest activation, per-map zero
+``StreamingStats.update`` once through the C kernel and once per eager chunk size per repeat, all
+alternating, so that drift of the machine touches them alike. Prints the median milliseconds per
+step (all four layers) and the ratio to the eager path at the chunk size in use (the path taken
+where the C kernel is not built). Then, on the largest activation, per-map zero
 counts by a float32 mask and a sum (what the hook does) against the alternatives.
 
     python benchmarks/capture_chunk.py [--repeats 15]
@@ -24,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import alternate, machine, median, paired_ratio, print_table  # noqa: E402
 
-from repdiag.capture import _stats  # noqa: E402
+from repdiag.capture import _native, _stats  # noqa: E402
 
 SHAPES = [(128, 32, 32, 32), (128, 64, 32, 32), (128, 128, 16, 16), (128, 128, 8, 8)]
 
@@ -50,28 +52,33 @@ def main() -> None:
     default = _stats.CPU_CHUNK
     chunks = [1 << 17, 1 << 18, 1 << 19, 1 << 20, 1 << 21, 1 << 40]
 
-    def run_with(chunk: int) -> Callable[[], None]:
+    def run_with(chunk: int, native: bool = False) -> Callable[[], None]:
         stats = [_stats.StreamingStats(x.shape[1], x.device) for x in xs]
         with chunk_size(chunk):
             scratch = [torch.empty(_stats.scratch_size(x)) for x in xs]
 
         def fn() -> None:
-            with chunk_size(chunk):
+            with chunk_size(chunk), _native.use_native(native):
                 for x, s, st in zip(xs, scratch, stats):
                     st.update(x, s)
         return fn
 
-    times = alternate([run_with(c) for c in chunks], args.repeats)
+    arms = [run_with(c) for c in chunks] + ([run_with(default, native=True)] if _native.available() else [])
+    times = alternate(arms, args.repeats)
     ref = times[chunks.index(default)]
     print(f"machine: {machine()}")
     print(f"StreamingStats.update on {len(SHAPES)} post-ReLU activations "
-          f"({sum(torch.Size(s).numel() for s in SHAPES) / 1e6:.1f} M entries), {args.repeats} alternating repeats\n")
+          f"({sum(torch.Size(s).numel() for s in SHAPES) / 1e6:.1f} M entries), {args.repeats} alternating repeats")
+    print("C kernel: " + ("built, in use" if _native.enabled() else "built, switched off" if _native.available()
+                          else "NOT BUILT (eager path in use)") + "\n")
     rows = []
     for c, t in zip(chunks, times):
-        name = "whole tensor" if c == 1 << 40 else f"{c >> 10} K"
-        mark = " (in use)" if c == default else ""
+        name = "eager, " + ("whole tensor" if c == 1 << 40 else f"{c >> 10} K chunks")
+        mark = " (CPU_CHUNK)" if c == default else ""
         rows.append((name + mark, f"{median(t) * 1e3:.2f}", f"{paired_ratio(t, ref):.3f}"))
-    print_table(["CPU_CHUNK entries", "ms per step", "ratio to in use"], rows)
+    if _native.available():
+        rows.append(("C kernel, one pass", f"{median(times[-1]) * 1e3:.2f}", f"{paired_ratio(times[-1], ref):.3f}"))
+    print_table(["path", "ms per step", "ratio to eager CPU_CHUNK"], rows)
 
     big = max(xs, key=lambda t: t.numel())
     maps = big.reshape(big.shape[0] * big.shape[1], -1)

@@ -3,10 +3,17 @@
 A 4-conv CNN (3x32x32 input, widths 32-64-128-128, BN), batch 128, SGD, 2 CPU threads (or the
 GPU when present). One model, attached once; blocks of steps that record and blocks run inside
 ``rec.paused()`` (each hook returns after reading one bool: a few microseconds a step) alternate in
-one process, so both arms share the same tensors and memory. The printed ratio is the median over
-repeats of (recording block time / paused block time).
+one process, so both arms share the same tensors and memory. A block is one period of the
+schedule (``every`` steps, so it holds exactly one recorded step): with ``every=1`` the arms
+alternate step by step, which keeps the pairs close in time; the machine's drift of +-5% between
+blocks of ten steps had made 20 repeats of such blocks uncertain by about +-0.02 in the ratio.
+The printed ratio is the median over repeats of (recording block time / paused block time). Where the C kernel for the conv-map
+statistics is built, a third arm records with it switched off (the eager reductions, the path of
+installs without a compiler), so both ratios come from the same run.
 
-    python benchmarks/capture_overhead.py [--repeats 15] [--steps 10] [--batch 128]
+    python benchmarks/capture_overhead.py [--repeats 200] [--periods 1] [--every 1 10] [--batch 128]
+
+Runs about 7 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -23,15 +30,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import alternate, machine, median, paired_ratio, print_table  # noqa: E402
 
 import repdiag  # noqa: E402
+from repdiag.capture import _native  # noqa: E402
 from repdiag.models import cifar_cnn  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--steps", type=int, default=10, help="training steps per timed block")
+    ap.add_argument("--repeats", type=int, default=200,
+                    help="repeats for every=1; every=k runs max(30, repeats // k)")
+    ap.add_argument("--periods", type=int, default=1, help="schedule periods (of `every` steps) per timed block")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--every", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -43,8 +53,8 @@ def main() -> None:
     x = torch.randn(args.batch, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (args.batch,), device=dev)
 
-    def block(model: nn.Module, opt: torch.optim.Optimizer, rec: repdiag.Recorder | None) -> None:
-        for _ in range(args.steps):
+    def block(model: nn.Module, opt: torch.optim.Optimizer, rec: repdiag.Recorder | None, steps: int) -> None:
+        for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             loss_fn(model(x), y).backward()
             opt.step()
@@ -52,26 +62,39 @@ def main() -> None:
                 rec.step(labels=y)
 
     print(f"machine: {machine()}; device {dev}")
-    print(f"model: cifar_cnn(bn), batch {args.batch}, {args.steps} steps per block, {args.repeats} repeats; "
-          "one model attached (layers='auto', metrics='default'); recording and paused blocks alternate\n")
+    print("C kernel: " + ("built, in use" if _native.enabled() else "built, switched off" if _native.available()
+                          else "NOT BUILT (eager path in use)"))
+    print(f"model: cifar_cnn(bn), batch {args.batch}, blocks of {args.periods} x every steps; one model attached "
+          "(layers='auto', metrics='default'); recording and paused blocks alternate\n")
     rows = []
-    for every in (1, 10):
+    for every in args.every:
         # One model for both arms, so that memory placement cannot favour either: the plain
         # blocks run inside rec.paused(), where each of the hooks returns after reading one bool.
         model = copy.deepcopy(base)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         rec = repdiag.attach(model, every=every, max_samples=4096)
+        steps, repeats = every * args.periods, max(30, args.repeats // every)
 
         def plain() -> None:
             with rec.paused():
-                block(model, opt, None)
+                block(model, opt, None, steps)
 
-        t_hooked, t_plain = alternate([lambda: block(model, opt, rec), plain], args.repeats, sync=sync)
-        ratio = paired_ratio(t_hooked, t_plain)
-        rows.append((f"every={every}", f"{median(t_plain) / args.steps * 1e3:.1f}",
-                     f"{median(t_hooked) / args.steps * 1e3:.1f}", f"{ratio:.3f}"))
+        def eager() -> None:
+            with _native.use_native(False):
+                block(model, opt, rec, steps)
+
+        arms = [lambda: block(model, opt, rec, steps), plain]
+        names = [f"every={every}"]
+        if _native.enabled() and dev.type == "cpu":
+            arms.append(eager)
+            names.append(f"every={every}, eager reductions")
+        times = alternate(arms, repeats, sync=sync)
+        t_plain = times[1]
+        for name, t in zip(names, times[:1] + times[2:]):
+            rows.append((name, f"{steps} x {repeats}", f"{median(t_plain) / steps * 1e3:.1f}",
+                         f"{median(t) / steps * 1e3:.1f}", f"{paired_ratio(t, t_plain):.3f}"))
         rec.detach()
-    print_table(["schedule", "plain ms/step", "attached ms/step", "median ratio"], rows)
+    print_table(["schedule", "steps x repeats", "plain ms/step", "attached ms/step", "median ratio"], rows)
 
 
 if __name__ == "__main__":

@@ -11,3 +11,15 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=["native", "eager"])
+def conv_path(request: pytest.FixtureRequest) -> str:
+    """Run a conv-statistics test through the C kernel and through the eager reductions."""
+    from repdiag.capture import _native
+
+    if request.param == "native" and not _native.available():
+        pytest.fail("repdiag.capture._mapstats (the C kernel) is not built: reinstall with a C compiler "
+                    "present (`make setup`), or see tests/test_native.py")
+    with _native.use_native(request.param == "native"):
+        yield request.param

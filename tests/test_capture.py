@@ -62,7 +62,7 @@ def test_positions_broadcast_labels_and_flatten_shape() -> None:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_streaming_stats_equal_direct_computation(device: str, dtype: torch.dtype) -> None:
+def test_streaming_stats_equal_direct_computation(device: str, dtype: torch.dtype, conv_path: str) -> None:
     relu = nn.ReLU()
     batches = [torch.randn(n, 4, 3, 5, device=device, dtype=dtype) + 0.3 for n in (7, 1, 12)]
     batches[1][0, 2] = 0.0  # one whole map zero
@@ -91,9 +91,10 @@ def test_streaming_stats_equal_direct_computation(device: str, dtype: torch.dtyp
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "chunked_eps"])
-def test_streaming_stats_chunked_conv_reductions(monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
-    """On CPU conv maps are reduced in chunks of whole samples; several chunks with a partial last
-    one, channels-last input and an eps threshold give the statistics of the whole batch."""
+def test_streaming_stats_chunked_conv_reductions(monkeypatch: pytest.MonkeyPatch, layout: str, conv_path: str) -> None:
+    """On CPU the eager path reduces conv maps in chunks of whole samples; several chunks with a
+    partial last one, channels-last input and an eps threshold give the statistics of the whole
+    batch, and so does the C kernel (one pass, no chunks)."""
     from repdiag.capture import _stats
 
     monkeypatch.setattr(_stats, "CPU_CHUNK", 3 * 5 * 6 * 7)  # 3 samples of (5, 6, 7) per chunk
@@ -131,13 +132,15 @@ def test_streaming_stats_welford_is_stable() -> None:
     torch.testing.assert_close(s.var(), ref.var(0, correction=0), rtol=1e-2, atol=0)
 
 
-def test_nonfinite_counted() -> None:
+def test_nonfinite_counted(conv_path: str) -> None:
     x = torch.randn(5, 3, 2, 2)
     x[1, 0, 0, 0] = float("nan")
     x[2, 2, 1, 1] = float("inf")
     s = StreamingStats(3, torch.device("cpu"))
     s.update(x)
     torch.testing.assert_close(s.nonfinite, torch.tensor([1, 0, 1]))
+    assert s.min[0].isnan() and s.max[0].isnan()  # as torch.amin/amax: a NaN entry poisons the extremes
+    assert s.max[2] == float("inf") and torch.isfinite(s.min[2]) and s.min[1:].isfinite().all()
 
 
 def test_no_host_sync_in_hooked_forward(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -353,7 +356,7 @@ def test_feature_size_change_is_a_clear_error() -> None:
         assert not rec.attached  # it detached itself
 
 
-def test_conv_map_variance_precision_with_offset() -> None:
+def test_conv_map_variance_precision_with_offset(conv_path: str) -> None:
     """Per-map float32 sums merged in float64: accurate for mean/std up to ~100 per map."""
     g = torch.Generator().manual_seed(1)
     chunks = [50.0 + torch.randn(16, 3, 6, 6, generator=g) for _ in range(5)]

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from . import _native
+
 __all__ = ["StreamingStats", "HIST_BINS", "scratch_size"]
 
 HIST_BINS = 1001
@@ -38,12 +40,14 @@ def scratch_size(x: Tensor) -> int:
 
 
 def _map_reductions(x: Tensor, eps: float, scratch: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Per-map sum, sum of squares, min, max and zero count of ``x`` ``(N, D, *positions)``, each
-    ``(N, D)``: sums and counts float32 (float64 for float64 input), min/max in ``x.dtype``.
+    """Per-map sum, sum of squares and zero count of ``x`` ``(N, D, *positions)``, each ``(N, D)``,
+    and per-unit min and max, each ``(D,)``: sums float32 (float64 for float64 input or from the C
+    kernel), counts and min/max float32 (float64 for float64 input).
 
-    Zero counts are float sums of a 0/1 mask (exact below 2**24 entries per map). On CPU the
-    batch is cut into chunks of about :data:`CPU_CHUNK` entries so that each chunk is read from
-    cache, not memory, by all five reductions.
+    Contiguous float CPU maps go to the one-pass C kernel (:mod:`._native`) when it is built.
+    Otherwise the eager path: zero counts are float sums of a 0/1 mask (exact below 2**24 entries
+    per map), and on CPU the batch is cut into chunks of about :data:`CPU_CHUNK` entries so that
+    each chunk is read from cache, not memory, by all five reductions.
     """
     n, d = x.shape[0], x.shape[1]
     p = x[0, 0].numel()
@@ -51,6 +55,8 @@ def _map_reductions(x: Tensor, eps: float, scratch: Tensor | None) -> tuple[Tens
     rows = x.reshape(n * d, p)  # a view for contiguous activations, else one copy
     if rows.dtype != fdt:
         rows = rows.to(fdt)  # half/bfloat16: products must accumulate and round in float32
+    if _native.usable(rows):
+        return _native.map_stats(rows, n, d, eps)
     need = scratch_size(x)
     if scratch is None or scratch.numel() < need or scratch.dtype != fdt:
         scratch = torch.empty(need, dtype=fdt, device=x.device)
@@ -149,7 +155,8 @@ class StreamingStats:
 
         Precision: for 2-D activations mean and M2 are exact two-pass float64 values merged with
         Chan et al.'s update. For conv maps each map's sum and sum of squares are reduced in
-        float32 (in cache-sized chunks on CPU, no temporaries), turned into the map's mean and M2 in
+        float32 (by the C kernel in float32 blocks of 512 entries added in float64; by the eager
+        path in cache-sized chunks on CPU, no temporaries), turned into the map's mean and M2 in
         float64 and merged across maps and batches with Chan's update; the relative error of the
         variance is then about ``1e-7 * (mean / std)^2`` of a map.
         """
