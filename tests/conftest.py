@@ -19,7 +19,7 @@ def conv_path(request: pytest.FixtureRequest) -> str:
     from repdiag.capture import _native
 
     if request.param == "native" and not _native.available():
-        pytest.fail("repdiag.capture._mapstats (the C kernel) is not built: reinstall with a C compiler "
-                    "present (`make setup`), or see tests/test_native.py")
+        # one failure says so (tests/test_native.py::test_kernel_is_built), not one per test
+        pytest.skip("the C kernel is not built: see tests/test_native.py::test_kernel_is_built")
     with _native.use_native(request.param == "native"):
         yield request.param
