@@ -1,5 +1,6 @@
-"""The one-pass C kernel for conv-map statistics (repdiag.capture._mapstats) against PyTorch's own
-reductions, hand-worked values, its invariances and the eager path it stands in for."""
+"""The one-pass C kernel for conv-map statistics (repdiag.capture._mapstats), through
+StreamingStats.update, against PyTorch computing the same quantities from their definitions,
+hand-worked values, its invariances and the eager path it stands in for."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import os
 import pytest
 import torch
 
-from repdiag.capture import StreamingStats, _native, _stats
+from repdiag.capture import HIST_BINS, StreamingStats, _native
+
+from .test_capture import zero_hist
 
 
 def test_kernel_is_built() -> None:
@@ -24,74 +27,107 @@ def test_kernel_is_built() -> None:
 needs_kernel = pytest.mark.skipif(not _native.available(), reason="C kernel not built (test_kernel_is_built fails)")
 
 
-def _reference(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
-    n, d = x.shape[:2]
-    m = x.reshape(n, d, -1).double()
-    return (m.sum(2), m.square().sum(2), x.transpose(0, 1).reshape(d, -1).amin(1),
-            x.transpose(0, 1).reshape(d, -1).amax(1), (x.reshape(n, d, -1).abs() <= eps).sum(2).to(x.dtype))
+def _fold(batches: list[torch.Tensor], eps: float = 0.0, native: bool = True) -> tuple[StreamingStats, list]:
+    s = StreamingStats(batches[0].shape[1], torch.device("cpu"), eps=eps)
+    calls = []
+    kernel = _native.update_maps
+
+    def counted(st: StreamingStats, x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return kernel(st, x)
+
+    with _native.use_native(native), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_native, "update_maps", counted)
+        means = [s.update(b) for b in batches]
+    assert len(calls) == (len(batches) if native else 0)
+    return s, means
 
 
-def _kernel(x: torch.Tensor, eps: float = 0.0) -> tuple[torch.Tensor, ...]:
-    n, d = x.shape[:2]
-    rows = x.reshape(n * d, -1)
-    with _native.use_native(True):  # the kernel itself, even where REPDIAG_NATIVE=0
-        assert _native.usable(rows)
-        return _native.map_stats(rows, n, d, eps)
+def _check_against_definitions(s: StreamingStats, batches: list[torch.Tensor], eps: float, tol: dict) -> None:
+    full = torch.cat([b.double() for b in batches])  # (N, D, *positions)
+    n, d = full.shape[:2]
+    units = full.transpose(0, 1).reshape(d, -1)
+    zero = full.abs() <= eps
+    assert s.samples == n and s.batches == len(batches) and s.entries_per_unit == units.shape[1]
+    torch.testing.assert_close(s.zeros, zero.transpose(0, 1).reshape(d, -1).sum(1), rtol=0, atol=0)
+    torch.testing.assert_close(s.zero_maps, zero.reshape(n, d, -1).all(2).sum(0), rtol=0, atol=0)
+    torch.testing.assert_close(s.sample_zero_hist, zero_hist(zero.reshape(n, -1)), rtol=0, atol=0)
+    torch.testing.assert_close(s.nonfinite, (~full.reshape(n, d, -1).sum(2).isfinite()).sum(0), rtol=0, atol=0)
+    torch.testing.assert_close(s.min, units.amin(1), rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(s.max, units.amax(1), rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(s.mean, units.mean(1), **tol, equal_nan=True)
+    torch.testing.assert_close(s.var(), units.var(1, correction=0), **tol, equal_nan=True)
 
 
 @needs_kernel
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (4, 3, 511), (2, 6, 512), (5, 2, 513), (2, 3, 33, 47),
-                                   (64, 16, 8, 8)])
-def test_kernel_matches_torch(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+                                   (64, 16, 8, 8), (3, 2, 2, 3, 5)])
+def test_kernel_matches_definitions(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     g = torch.Generator().manual_seed(sum(shape))
-    x = torch.randn(shape, generator=g, dtype=dtype) * 3 + 0.5
-    x = torch.where(torch.rand(shape, generator=g, dtype=dtype) < 0.3, torch.zeros((), dtype=dtype), x)
-    x[0, 0] = 0.0  # a whole map zero
+    batches = []
+    for k in range(2):  # two batches: the merge across calls is exercised too
+        x = torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 0.5
+        x = torch.where(torch.rand(shape, generator=g, dtype=torch.float64) < 0.3, 0.0, x).to(dtype)
+        x[0, 0] = 0.0  # a whole map zero
+        batches.append(x)
     eps = 0.25
-    s1, s2, mn, mx, zc = _kernel(x, eps)
-    r1, r2, rmn, rmx, rzc = _reference(x, eps)
-    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
-    torch.testing.assert_close(s1, r1, **tol)
-    torch.testing.assert_close(s2, r2, **tol)
-    torch.testing.assert_close(zc, rzc, rtol=0, atol=0)
-    torch.testing.assert_close(mn, rmn, rtol=0, atol=0)
-    torch.testing.assert_close(mx, rmx, rtol=0, atol=0)
-    assert s1.dtype == s2.dtype == torch.float64 and zc.dtype == mn.dtype == mx.dtype == dtype
+    s, means = _fold(batches, eps)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else (
+        {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5})
+    _check_against_definitions(s, batches, eps, tol)
+    for b, m in zip(batches, means):
+        assert m.dtype == torch.float64 and m.shape == b.shape[:2]
+        torch.testing.assert_close(m, b.double().flatten(2).mean(2), **tol)
 
 
 @needs_kernel
 def test_kernel_hand_worked() -> None:
-    # two samples, two units, maps of four entries
+    # two samples, two units, maps of four entries (worked out by hand in the comments)
     x = torch.tensor([[[1.0, -2.0, 0.0, 3.0], [0.5, 0.5, -0.0, 0.0]],
                       [[4.0, 0.0, 0.0, 0.0], [-1.0, -1.0, -1.0, 2.0]]])
-    s1, s2, mn, mx, zc = _kernel(x)
-    torch.testing.assert_close(s1, torch.tensor([[2.0, 1.0], [4.0, -1.0]], dtype=torch.float64))
-    torch.testing.assert_close(s2, torch.tensor([[14.0, 0.5], [16.0, 7.0]], dtype=torch.float64))
-    torch.testing.assert_close(zc, torch.tensor([[1.0, 2.0], [3.0, 0.0]]))  # -0.0 counts as zero
-    torch.testing.assert_close(mn, torch.tensor([-2.0, -1.0]))
-    torch.testing.assert_close(mx, torch.tensor([4.0, 2.0]))
-    _, _, _, _, zc_eps = _kernel(x, eps=0.5)
-    torch.testing.assert_close(zc_eps, torch.tensor([[1.0, 4.0], [3.0, 0.0]]))  # |x| <= eps
+    s, (means,) = _fold([x])
+    torch.testing.assert_close(means, torch.tensor([[0.5, 0.25], [1.0, -0.25]], dtype=torch.float64))
+    torch.testing.assert_close(s.zeros, torch.tensor([4, 2]))       # -0.0 counts as zero
+    torch.testing.assert_close(s.zero_maps, torch.tensor([0, 0]))
+    torch.testing.assert_close(s.mean, torch.tensor([0.75, 0.0], dtype=torch.float64))  # 6/8, 0/8
+    torch.testing.assert_close(s.var(), torch.tensor([3.1875, 0.9375], dtype=torch.float64))  # 30/8 - 0.75^2, 7.5/8
+    torch.testing.assert_close(s.min, torch.tensor([-2.0, -1.0], dtype=torch.float64))
+    torch.testing.assert_close(s.max, torch.tensor([4.0, 2.0], dtype=torch.float64))
+    assert s.sample_zero_hist[375] == 2 and s.sample_zero_hist.sum() == 2  # 3 zeros of 8 each: 0.375
+    s, _ = _fold([x], eps=0.5)
+    torch.testing.assert_close(s.zeros, torch.tensor([4, 4]))  # |x| <= eps
+    torch.testing.assert_close(s.zero_maps, torch.tensor([0, 1]))
+    # histogram rounding, halves up: 1 and 3 zeros of 2000 entries are 0.5 and 1.5 thousandths
+    y = torch.ones(2, 1, 2000)
+    y[0, 0, :1] = 0.0
+    y[1, 0, :3] = 0.0
+    s, _ = _fold([y])
+    assert s.sample_zero_hist[1] == 1 and s.sample_zero_hist[2] == 1
 
 
 @needs_kernel
 def test_kernel_invariances() -> None:
     g = torch.Generator().manual_seed(7)
-    x = torch.randn(6, 4, 700, generator=g)
-    s1, s2, mn, mx, zc = _kernel(x)
-    perm_entries = x[:, :, torch.randperm(700, generator=g)].contiguous()  # order inside a map
-    p1, p2, pmn, pmx, pzc = _kernel(perm_entries)
-    torch.testing.assert_close(p1, s1, rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(p2, s2, rtol=1e-6, atol=1e-5)
-    assert torch.equal(pmn, mn) and torch.equal(pmx, mx) and torch.equal(pzc, zc)
-    order = torch.randperm(6, generator=g)
-    q1, _, qmn, qmx, qzc = _kernel(x[order].contiguous())  # order of samples
-    assert torch.equal(q1, s1[order]) and torch.equal(qzc, zc[order])
-    assert torch.equal(qmn, mn) and torch.equal(qmx, mx)
-    shifted = _kernel(x + 10.0)  # a shift moves sums and extremes, keeps zero counts of nonzero data
-    torch.testing.assert_close(shifted[0], s1 + 7000.0, rtol=1e-6, atol=1e-3)
-    torch.testing.assert_close(shifted[2], mn + 10.0)
+    x = torch.relu(torch.randn(12, 4, 700, generator=g))
+    s, (means,) = _fold([x])
+    fields = ("zeros", "zero_maps", "nonfinite", "sample_zero_hist", "min", "max")
+    # order of entries inside a map, order of samples, and one batch against two
+    perm = x[:, :, torch.randperm(700, generator=g)]
+    order = torch.randperm(12, generator=g)
+    for name, batches in (("entries", [perm]), ("samples", [x[order]]), ("split", [x[:5], x[5:]])):
+        t, m = _fold(batches)
+        for f in fields:
+            assert torch.equal(getattr(t, f), getattr(s, f)), (name, f)
+        torch.testing.assert_close(t.mean, s.mean, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(t.var(), s.var(), rtol=1e-6, atol=1e-9)
+        if name == "samples":
+            torch.testing.assert_close(m[0], means[order], rtol=1e-6, atol=1e-9)
+    # a shift moves the mean and the extremes by the shift and leaves the variance
+    t, _ = _fold([x + 10.0])
+    torch.testing.assert_close(t.mean, s.mean + 10.0, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(t.var(), s.var(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(t.min, s.min + 10.0)
 
 
 @needs_kernel
@@ -102,20 +138,19 @@ def test_kernel_nonfinite_like_torch() -> None:
     x[2, 2, 3, 3] = float("-inf")
     x[0, 3, 1, 1] = float("nan")
     x[2, 3, 1, 1] = float("inf")
-    s1, s2, mn, mx, zc = _kernel(x)
-    r1, r2, rmn, rmx, rzc = _reference(x, 0.0)
-    torch.testing.assert_close(s1, r1, equal_nan=True, rtol=1e-5, atol=1e-5)  # float32 sums
-    torch.testing.assert_close(s2, r2, equal_nan=True, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(mn, rmn, equal_nan=True, rtol=0, atol=0)
-    torch.testing.assert_close(mx, rmx, equal_nan=True, rtol=0, atol=0)
-    torch.testing.assert_close(zc, rzc)
+    s, _ = _fold([x, torch.randn(2, 4, 9, 9)])
+    e, _ = _fold([x, torch.randn(2, 4, 9, 9)], native=False)
+    torch.testing.assert_close(s.nonfinite, torch.tensor([1, 1, 1, 2]))
+    for f in ("zeros", "zero_maps", "nonfinite", "sample_zero_hist", "min", "max"):
+        torch.testing.assert_close(getattr(s, f), getattr(e, f), rtol=0, atol=0, equal_nan=True)
+    assert s.min[0].isnan() and s.max[3].isnan() and s.max[1] == float("inf") and s.min[2] == float("-inf")
 
 
 @needs_kernel
 def test_kernel_reads_only() -> None:
     x = torch.randn(8, 3, 5, 5)
     before = x.clone()
-    _kernel(x)
+    _fold([x])
     assert torch.equal(x, before)
 
 
@@ -130,13 +165,8 @@ def test_streaming_stats_same_with_and_without_kernel(dtype: torch.dtype, layout
         batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
     elif layout == "sliced":
         batches = [b[:, :, 1:-1] for b in batches]
-    states = []
-    for on in (True, False):
-        s = StreamingStats(6, torch.device("cpu"), eps=1e-3)
-        with _native.use_native(on):
-            means = [s.update(b) for b in batches]
-        states.append((s, means))
-    (a, ma), (b, mb) = states
+    a, ma = _fold(batches, eps=1e-3, native=True)
+    b, mb = _fold(batches, eps=1e-3, native=False)
     tol = {"rtol": 1e-5, "atol": 1e-6} if dtype in (torch.float32, torch.float64) else {"rtol": 1e-3, "atol": 1e-3}
     for u, v in zip(ma, mb):
         torch.testing.assert_close(u, v, **tol)
@@ -144,15 +174,27 @@ def test_streaming_stats_same_with_and_without_kernel(dtype: torch.dtype, layout
         torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=0, atol=0)
     torch.testing.assert_close(a.mean, b.mean, **tol)
     torch.testing.assert_close(a.var(), b.var(), **tol)
+    assert (a.entries_per_unit, a.samples, a.batches) == (b.entries_per_unit, b.samples, b.batches)
+
+
+def test_kernel_rejects_what_it_cannot_take() -> None:
+    s = StreamingStats(3, torch.device("cpu"))
+    with pytest.raises(ValueError, match="shape \\(batch, units, \\*positions\\)"):
+        _native.update_maps(s, torch.zeros(4, 3))  # 2-D: the eager path's job
 
 
 @needs_kernel
-def test_switch_turns_kernel_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-    monkeypatch.setattr(_native, "map_stats", lambda *a: calls.append(1) or pytest.fail("kernel used while off"))
+def test_kernel_rejects_foreign_state() -> None:
+    s = StreamingStats(3, torch.device("cpu"))
+    s.mean = s.mean.float()
+    with pytest.raises(ValueError, match="must be contiguous"):
+        _native.update_maps(s, torch.zeros(4, 3, 2))
+
+
+@needs_kernel
+def test_switch_turns_kernel_off() -> None:
     with _native.use_native(False):
-        assert not _native.enabled()
-        StreamingStats(2, torch.device("cpu")).update(torch.randn(3, 2, 4, 4))
-    assert not calls
+        assert not _native.enabled() and not _native.takes(torch.zeros(2, 3, 4))
+    _fold([torch.randn(3, 2, 4, 4)], native=False)  # asserts the kernel was not called
     assert _native.enabled() == (os.environ.get("REPDIAG_NATIVE", "1") != "0")
-    assert _stats._native is _native
+    assert HIST_BINS == 1001

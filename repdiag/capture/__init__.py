@@ -1,6 +1,8 @@
 """Capture: forward hooks, bounded reservoirs and streaming statistics."""
 
 from ._buffer import Reservoir
+from ._native import available as native_available
+from ._native import use_native
 from ._recorder import Recorder, StepContext, attach
 from ._select import ACTIVATION_TYPES, list_layers, select_layers, unwrap
 from ._stats import HIST_BINS, StreamingStats
@@ -14,6 +16,8 @@ __all__ = [
     "StreamingStats",
     "attach",
     "list_layers",
+    "native_available",
     "select_layers",
     "unwrap",
+    "use_native",
 ]

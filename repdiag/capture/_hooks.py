@@ -113,7 +113,7 @@ def record(rec: Recorder, layer: HookedLayer, x: Tensor) -> None:
             "repdiag needs a fixed feature size per layer. Select another layer or set feature_dim."
         )
     scratch = None
-    if x.ndim > 2:  # one zero-mask buffer per device and dtype, shared by the layers, grown when needed
+    if x.ndim > 2 and scratch_size(x):  # one zero-mask buffer per device and dtype, shared, grown when needed
         key = (x.device, torch.float64 if x.dtype == torch.float64 else torch.float32)
         scratch = rec._scratch.get(key)
         if scratch is None or scratch.numel() < scratch_size(x):

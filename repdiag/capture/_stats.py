@@ -16,7 +16,8 @@ from . import _native
 __all__ = ["StreamingStats", "HIST_BINS", "scratch_size"]
 
 HIST_BINS = 1001
-"""Bins of the per-sample zero-fraction histogram: bin ``i`` holds fractions that round to i/1000."""
+"""Bins of the per-sample zero-fraction histogram: a sample with ``z`` zeros among its ``e``
+entries goes to bin ``round(1000 * z / e)``, halves rounded up, computed exactly in integers."""
 
 
 def _acc_dtype(device: torch.device) -> torch.dtype:
@@ -32,7 +33,10 @@ core's share of cache on many machines (``benchmarks/capture_chunk.py``)."""
 
 
 def scratch_size(x: Tensor) -> int:
-    """Float32 elements of scratch the conv-map reductions of ``x`` (units on dim 1) need."""
+    """Float32 elements of scratch the conv-map reductions of ``x`` (units on dim 1) need: none
+    where the C kernel takes them."""
+    if _native.takes(x):
+        return 0
     if x.device.type != "cpu":
         return x.numel()
     per_sample = x[0].numel() if x.shape[0] else 1
@@ -41,13 +45,12 @@ def scratch_size(x: Tensor) -> int:
 
 def _map_reductions(x: Tensor, eps: float, scratch: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Per-map sum, sum of squares and zero count of ``x`` ``(N, D, *positions)``, each ``(N, D)``,
-    and per-unit min and max, each ``(D,)``: sums float32 (float64 for float64 input or from the C
-    kernel), counts and min/max float32 (float64 for float64 input).
+    and per-unit min and max, each ``(D,)``: float32 (float64 for float64 input). The eager path,
+    for where the C kernel (:mod:`._native`) does not take ``x``.
 
-    Contiguous float CPU maps go to the one-pass C kernel (:mod:`._native`) when it is built.
-    Otherwise the eager path: zero counts are float sums of a 0/1 mask (exact below 2**24 entries
-    per map), and on CPU the batch is cut into chunks of about :data:`CPU_CHUNK` entries so that
-    each chunk is read from cache, not memory, by all five reductions.
+    Zero counts are float sums of a 0/1 mask (exact below 2**24 entries per map). On CPU the
+    batch is cut into chunks of about :data:`CPU_CHUNK` entries so that each chunk is read from
+    cache, not memory, by all five reductions.
     """
     n, d = x.shape[0], x.shape[1]
     p = x[0, 0].numel()
@@ -55,8 +58,6 @@ def _map_reductions(x: Tensor, eps: float, scratch: Tensor | None) -> tuple[Tens
     rows = x.reshape(n * d, p)  # a view for contiguous activations, else one copy
     if rows.dtype != fdt:
         rows = rows.to(fdt)  # half/bfloat16: products must accumulate and round in float32
-    if _native.usable(rows):
-        return _native.map_stats(rows, n, d, eps)
     need = scratch_size(x)
     if scratch is None or scratch.numel() < need or scratch.dtype != fdt:
         scratch = torch.empty(need, dtype=fdt, device=x.device)
@@ -153,6 +154,9 @@ class StreamingStats:
         Returns the per-map means ``(batch, units)`` (the spatial mean of each channel), which
         the recorder reuses as the ``reduce="mean"`` rows.
 
+        Conv maps on CPU go to the one-pass C kernel where it is built (:mod:`._native`); the
+        code below is the eager path, for 2-D activations, GPUs and installs without the kernel.
+
         Precision: for 2-D activations mean and M2 are exact two-pass float64 values merged with
         Chan et al.'s update. For conv maps each map's sum and sum of squares are reduced in
         float32 (by the C kernel in float32 blocks of 512 entries added in float64; by the eager
@@ -164,6 +168,12 @@ class StreamingStats:
         acc = self.mean.dtype
         if n == 0:
             return torch.zeros((0, d), dtype=acc, device=x.device)
+        if _native.takes(x):  # one pass in C, the state updated in place: the same values as below
+            map_means = _native.update_maps(self, x)
+            self.entries_per_unit += n * x[0, 0].numel()
+            self.samples += n
+            self.batches += 1
+            return map_means
         if x.ndim == 2:
             xd = x.to(acc)
             map_means = xd
@@ -185,8 +195,8 @@ class StreamingStats:
         zeros_l = zeros_nc.to(torch.int64)
         self.zeros += zeros_l.sum(dim=0)
         self.zero_maps += (zeros_l == positions).sum(dim=0)
-        frac = zeros_nc.sum(dim=1) / float(d * positions)
-        idx = torch.round(frac * (HIST_BINS - 1)).long().clamp_(0, HIST_BINS - 1)
+        dp = d * positions  # bin round((HIST_BINS - 1) * z / dp), halves up, in integers
+        idx = (zeros_l.sum(dim=1) * (2 * (HIST_BINS - 1)) + dp).div_(2 * dp, rounding_mode="floor")
         self.sample_zero_hist.index_add_(0, idx, torch.ones_like(idx))
         # a NaN/Inf anywhere in a map makes that map's sum non-finite: count maps, not entries
         self.nonfinite += (~torch.isfinite(map_means)).sum(dim=0)
