@@ -24,7 +24,8 @@
  * float64 (clamped at 0), as in the eager path.
  *
  * The Python caller (repdiag/capture/_native.py) checks shapes, dtypes, devices and contiguity.
- * The kernel only reads x and releases the GIL while it runs.
+ * The kernel only reads x. It keeps the GIL: it updates shared state in place, and hooks of one
+ * layer can run on several threads (DataParallel replicas), which the GIL then serialises.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -157,7 +158,6 @@ static PyObject *update_maps(PyObject *self, PyObject *args)
         sample_zeros, work, work + d, work + 2 * d, n, d, p, bins, n_a,
     };
     double *lo_u = work + 3 * d, *hi_u = work + 4 * d, *nan_u = work + 5 * d;
-    Py_BEGIN_ALLOW_THREADS
     if (itemsize == 4) {
         float *lo = work32, *hi = work32 + d, *nan = work32 + 2 * d;
         for (int64_t u = 0; u < d; ++u) {
@@ -178,7 +178,6 @@ static PyObject *update_maps(PyObject *self, PyObject *args)
         pass_f64((const double *)(uintptr_t)x, eps, &s, lo_u, hi_u, nan_u);
     }
     fold(&s, lo_u, hi_u, nan_u);
-    Py_END_ALLOW_THREADS
     free(work);
     free(work32);
     free(sample_zeros);

@@ -5,7 +5,8 @@ results into the running state with some forty small tensor ops; the kernel read
 updates the state in place (``benchmarks/capture_overhead.py`` and ``benchmarks/capture_chunk.py``
 measure both). It is built at install time where a C compiler is present and used for every CPU
 activation with positions (conv maps; half and bfloat16 are read as float32); 2-D activations,
-GPU tensors and every install without it take the eager path, which gives the same statistics. ``REPDIAG_NATIVE=0`` in the environment, or :func:`use_native`, turns it off.
+GPU tensors and every install without it take the eager path, which gives the same statistics.
+``REPDIAG_NATIVE=0`` in the environment, or :func:`use_native`, turns it off.
 """
 
 from __future__ import annotations

@@ -28,8 +28,9 @@ CPU_CHUNK = 1 << 19
 """Entries per chunk of the conv-map reductions on CPU: 2 MiB of float32 plus as much zero mask
 stay in cache across the five reductions, instead of streaming the tensor five times from memory.
 Smaller chunks pay more per-op dispatch: 1 << 18 was 1.08-1.20x slower on the
-benchmark CNN's activations, 1 << 20 5-7% faster but with an 8 MiB working set, more than a
-core's share of cache on many machines (``benchmarks/capture_chunk.py``)."""
+benchmark CNN's activations, 1 << 20 3-7% faster but with an 8 MiB working set, more than a
+core's share of cache on many machines (``benchmarks/capture_chunk.py``). Unused where the C
+kernel (:mod:`._native`) reduces the maps."""
 
 
 def scratch_size(x: Tensor) -> int:
