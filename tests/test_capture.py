@@ -209,6 +209,32 @@ def test_memory_is_bounded_by_configuration() -> None:
     rec.detach()
 
 
+def test_pending_slots_reuse_their_buffers() -> None:
+    """The slots kept from the forward pass to step() live in buffers reused across steps (fresh
+    ones fragment the host heap), at most MAX_PENDING a layer when step() is never called, and
+    the labels still land on the right rows."""
+    from repdiag.capture._hooks import MAX_PENDING
+
+    model = LabelEcho()
+    rec = repdiag.attach(model, "act", max_samples=8, metrics=None)
+    layer = rec._layers["act"]
+    ptrs = set()
+    for _ in range(20):
+        y = torch.randint(0, 100, (5,))
+        model(y.float()[:, None])
+        ptrs.add(layer.pending[0][0].data_ptr())
+        rec.step(labels=y)
+        x, lab = rec.samples("act")
+        torch.testing.assert_close(x[:, 0], lab.float())
+    assert len(ptrs) == 1
+    for _ in range(MAX_PENDING + 10):  # no step(): the oldest calls are dropped, buffers recycled
+        model(torch.randn(5, 1))
+    assert len(layer.pending) == MAX_PENDING and len(layer._spare) <= MAX_PENDING
+    rec.step()
+    assert not layer.pending and len(layer._spare) <= MAX_PENDING
+    rec.detach()
+
+
 def test_reservoir_is_uniform() -> None:
     """Each of 100 rows offered in batches of 7 is kept with probability 10/100."""
     n_rows, k, seeds = 100, 10, 3000

@@ -42,11 +42,36 @@ class HookedLayer:
     depth: int | None = None
     layout: tuple[int, int] | None = None
     calls: int = 0
-    pending: list[tuple[Tensor, Tensor, int]] = field(default_factory=list)  # (slots, sample_idx, batch)
+    # (slots, sample_idx or None for "row i is sample i", batch) of each call since the last step()
+    pending: list[tuple[Tensor, Tensor | None, int]] = field(default_factory=list)
+    _spare: list[Tensor] = field(default_factory=list)  # slot buffers free for reuse
 
     @property
     def kind(self) -> str:
         return type(self.module).__name__
+
+    def remember(self, slots: Tensor, sample_idx: Tensor | None, n: int) -> None:
+        """Keep where a call's rows went until :meth:`Recorder.step` brings their labels.
+
+        The slots are copied into a buffer reused from step to step: a fresh small tensor that
+        lives from the forward pass to ``step()`` sits between the large activations in the host
+        heap, and on CPU under glibc that made the training step measurably slower (benchmarks.md).
+        """
+        if len(self.pending) >= MAX_PENDING:  # step() is not being called: labels stay unknown
+            self._spare.append(self.pending.pop(0)[0])
+        k = slots.numel()
+        buf = next((b for b in self._spare if b.numel() == k and b.device == slots.device), None)
+        if buf is None:
+            buf = torch.empty_like(slots)
+        else:
+            self._spare.remove(buf)
+        self.pending.append((buf.copy_(slots), sample_idx, n))
+
+    def forget_pending(self) -> None:
+        """Drop the pending calls, keeping their buffers for the next step."""
+        self._spare.extend(slots for slots, _, _ in self.pending)
+        del self._spare[:-MAX_PENDING]
+        self.pending.clear()
 
 
 def make_hook(rec: Recorder, layer: HookedLayer, *, output: bool) -> Callable[..., None]:
@@ -119,16 +144,15 @@ def record(rec: Recorder, layer: HookedLayer, x: Tensor) -> None:
         if scratch is None or scratch.numel() < scratch_size(x):
             scratch = rec._scratch[key] = torch.empty(scratch_size(x), dtype=key[1], device=x.device)
     map_means = layer.stats.update(x, scratch)
+    sample_idx: Tensor | None = None  # row i is sample i
     if rec.reduce == "mean" or x.ndim == 2:
         rows = map_means.to(x.dtype) if x.ndim > 2 else x
-        sample_idx = torch.arange(n, device=x.device)
     elif rec.reduce == "positions":
         p = x[0, 0].numel()
         rows = x.flatten(2).transpose(1, 2).reshape(n * p, d)
         sample_idx = torch.arange(n, device=x.device).repeat_interleave(p)
     else:  # flatten: the whole representation of a sample is one row
         rows = x.reshape(n, -1)
-        sample_idx = torch.arange(n, device=x.device)
     if layer.reservoir.data is not None and layer.reservoir.data.shape[1] != rows.shape[1]:
         raise ShapeError(
             f"layer {layer.name!r} gave rows of {rows.shape[1]} features with reduce={rec.reduce!r}, "
@@ -136,6 +160,4 @@ def record(rec: Recorder, layer: HookedLayer, x: Tensor) -> None:
         )
     slots = layer.reservoir.offer(rows.to(layer.reservoir.data.dtype) if layer.reservoir.data is not None else rows)
     layer.calls += 1
-    if len(layer.pending) >= MAX_PENDING:  # step() is not being called: labels stay unknown
-        layer.pending.pop(0)
-    layer.pending.append((slots, sample_idx, n))
+    layer.remember(slots, sample_idx, n)

@@ -144,8 +144,9 @@ class Recorder:
                             "samples on this step; pass the labels of the batch just fed to the model."
                         )
                 for slots, sample_idx, _ in layer.pending:
-                    layer.reservoir.set_labels(slots, lab.to(slots.device)[sample_idx])
-            layer.pending.clear()
+                    on_dev = lab.to(slots.device)
+                    layer.reservoir.set_labels(slots, on_dev if sample_idx is None else on_dev[sample_idx])
+            layer.forget_pending()
         self.step_count += 1
         self._active = self.step_count % self.every == 0
         ctx = StepContext(self.step_count, lab, inputs, was_due)
@@ -248,7 +249,7 @@ class Recorder:
             lay.reservoir.reset()
             if lay.stats is not None:
                 lay.stats = StreamingStats(lay.stats.units, lay.stats.device, eps=self.sparsity_eps)
-            lay.pending.clear()
+            lay.forget_pending()
 
     def log_to(self, writer: Any, *, histograms: bool = False) -> pd.DataFrame:
         """Write :meth:`table` to a TensorBoard ``SummaryWriter`` (see
