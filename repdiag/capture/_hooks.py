@@ -60,11 +60,12 @@ class HookedLayer:
         if len(self.pending) >= MAX_PENDING:  # step() is not being called: labels stay unknown
             self._spare.append(self.pending.pop(0)[0])
         k = slots.numel()
-        buf = next((b for b in self._spare if b.numel() == k and b.device == slots.device), None)
-        if buf is None:
-            buf = torch.empty_like(slots)
+        for i, spare in enumerate(self._spare):  # by index: list.remove would compare tensors by value
+            if spare.numel() == k and spare.device == slots.device:
+                buf = self._spare.pop(i)
+                break
         else:
-            self._spare.remove(buf)
+            buf = torch.empty_like(slots)
         self.pending.append((buf.copy_(slots), sample_idx, n))
 
     def forget_pending(self) -> None:
