@@ -26,6 +26,15 @@ def machine() -> str:
             f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
 
 
+def kernel_status() -> str:
+    """One line saying whether repdiag's C kernel for the capture statistics is built and on."""
+    from repdiag.capture import _native
+
+    state = ("built, in use" if _native.enabled() else "built, switched off" if _native.available()
+             else "NOT BUILT (PyTorch reductions in use)")
+    return f"C kernel: {state}"
+
+
 def alternate(fns: Sequence[Callable[[], None]], repeats: int, sync: Callable[[], None] = lambda: None,
               warmup: int = 1) -> list[list[float]]:
     """Time each of ``fns`` ``repeats`` times, interleaved (a, b, a, b, ...), after ``warmup``

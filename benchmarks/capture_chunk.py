@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import alternate, machine, median, paired_ratio, print_table  # noqa: E402
+from _util import alternate, kernel_status, machine, median, paired_ratio, print_table  # noqa: E402
 
 from repdiag.capture import _native, _stats  # noqa: E402
 
@@ -69,8 +69,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"StreamingStats.update on {len(SHAPES)} post-ReLU activations "
           f"({sum(torch.Size(s).numel() for s in SHAPES) / 1e6:.1f} M entries), {args.repeats} alternating repeats")
-    print("C kernel: " + ("built, in use" if _native.enabled() else "built, switched off" if _native.available()
-                          else "NOT BUILT (eager path in use)") + "\n")
+    print(kernel_status() + "\n")
     rows = []
     for c, t in zip(chunks, times):
         name = "eager, " + ("whole tensor" if c == 1 << 40 else f"{c >> 10} K chunks")

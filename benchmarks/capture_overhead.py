@@ -7,9 +7,10 @@ one process, so both arms share the same tensors and memory. A block is one peri
 schedule (``every`` steps, so it holds exactly one recorded step): with ``every=1`` the arms
 alternate step by step, which keeps the pairs close in time; the machine's drift of +-5% between
 blocks of ten steps had made 20 repeats of such blocks uncertain by about +-0.02 in the ratio.
-The printed ratio is the median over repeats of (recording block time / paused block time). Where the C kernel for the conv-map
-statistics is built, a third arm records with it switched off (the eager reductions, the path of
-installs without a compiler), so both ratios come from the same run.
+The printed ratio is the median over repeats of (recording block time / paused block time).
+Where the C kernel for the conv-map statistics is built, a third arm records with it switched off
+(the PyTorch reductions, the path of installs without a compiler), so both ratios come from the
+same run.
 
     python benchmarks/capture_overhead.py [--repeats 200] [--periods 1] [--every 1 10] [--batch 128]
 
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import alternate, machine, median, paired_ratio, print_table  # noqa: E402
+from _util import alternate, kernel_status, machine, median, paired_ratio, print_table  # noqa: E402
 
 import repdiag  # noqa: E402
 from repdiag.capture import _native  # noqa: E402
@@ -62,8 +63,7 @@ def main() -> None:
                 rec.step(labels=y)
 
     print(f"machine: {machine()}; device {dev}")
-    print("C kernel: " + ("built, in use" if _native.enabled() else "built, switched off" if _native.available()
-                          else "NOT BUILT (eager path in use)"))
+    print(kernel_status())
     print(f"model: cifar_cnn(bn), batch {args.batch}, blocks of {args.periods} x every steps; one model attached "
           "(layers='auto', metrics='default'); recording and paused blocks alternate\n")
     rows = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -14,7 +16,7 @@ def _seed() -> None:
 
 
 @pytest.fixture(params=["native", "eager"])
-def conv_path(request: pytest.FixtureRequest) -> str:
+def conv_path(request: pytest.FixtureRequest) -> Iterator[str]:
     """Run a conv-statistics test through the C kernel and through the eager reductions."""
     from repdiag.capture import _native
 

@@ -24,8 +24,9 @@
  * float64 (clamped at 0), as in the eager path.
  *
  * The Python caller (repdiag/capture/_native.py) checks shapes, dtypes, devices and contiguity.
- * The kernel only reads x. It keeps the GIL: it updates shared state in place, and hooks of one
- * layer can run on several threads (DataParallel replicas), which the GIL then serialises.
+ * The kernel only reads x. It keeps the GIL: it updates a layer's state in place, and a model
+ * run from several Python threads at once calls that layer's hook concurrently; the GIL
+ * serialises those calls.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
