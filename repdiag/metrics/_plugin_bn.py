@@ -12,7 +12,7 @@ from ..bn._gamma import DEFAULT_QUANTILES, DEFAULT_THRESHOLDS, gamma_rows
 from ._registry import LayerData, Row, register_metric
 
 
-@register_metric("channels_off", needs=("stats",), default=True)
+@register_metric("channels_off", needs=("stats",), default=True, meaning="fraction of channels off")
 def _channels_off(data: LayerData, off_threshold: float = 0.99) -> Iterator[Row]:
     """Fraction of channels whose output is zero on >= 99% of entries (column threshold).
 
@@ -31,7 +31,7 @@ def _channels_off(data: LayerData, off_threshold: float = 0.99) -> Iterator[Row]
     yield {"value": float(off.item()), "n": s.samples, "threshold": float(off_threshold)}
 
 
-@register_metric("gamma", needs=("model",), scope="model", default=True)
+@register_metric("gamma", needs=("model",), scope="model", default=True, meaning="BN gamma / beta statistics")
 def _gamma(data: LayerData, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
            reference: Mapping[str, Any] | None = None,
            quantiles: Sequence[float] = DEFAULT_QUANTILES) -> Iterator[Row]:

@@ -67,7 +67,8 @@ def _labelled(data: LayerData, metric: str, standardize_: bool) -> tuple[Tensor,
     return (standardize(x) if standardize_ else x), y.to(x.device)
 
 
-@register_metric("silhouette_labels", needs=("samples", "labels"), default=True)
+@register_metric("silhouette_labels", needs=("samples", "labels"), default=True,
+                 meaning="silhouette of the classes", better="higher")
 def _silhouette(data: LayerData, standardize: bool = False) -> Iterator[Row]:
     """Mean silhouette coefficient of the class-labelled samples (Euclidean; higher = better clustered)."""
     x, y = _labelled(data, "silhouette_labels", standardize)
@@ -76,7 +77,8 @@ def _silhouette(data: LayerData, standardize: bool = False) -> Iterator[Row]:
     yield {"value": float(v), "n": x.shape[0], "standardize": bool(standardize)}
 
 
-@register_metric("davies_bouldin_labels", needs=("samples", "labels"), default=True)
+@register_metric("davies_bouldin_labels", needs=("samples", "labels"), default=True,
+                 meaning="Davies-Bouldin index of the classes", better="lower")
 def _davies_bouldin(data: LayerData, standardize: bool = False) -> Iterator[Row]:
     """Davies–Bouldin index of the class-labelled samples (lower = better separated classes)."""
     x, y = _labelled(data, "davies_bouldin_labels", standardize)
@@ -85,7 +87,8 @@ def _davies_bouldin(data: LayerData, standardize: bool = False) -> Iterator[Row]
     yield {"value": float(v), "n": x.shape[0], "standardize": bool(standardize)}
 
 
-@register_metric("calinski_harabasz_labels", needs=("samples", "labels"), default=True)
+@register_metric("calinski_harabasz_labels", needs=("samples", "labels"), default=True,
+                 meaning="Calinski-Harabasz ratio of the classes", better="higher")
 def _calinski_harabasz(data: LayerData, standardize: bool = False) -> Iterator[Row]:
     """Calinski–Harabasz variance ratio of the class-labelled samples (higher = better separated)."""
     x, y = _labelled(data, "calinski_harabasz_labels", standardize)
@@ -122,7 +125,8 @@ def _kmeans_rows(data: LayerData, metric: str, k: int | None, n_init: int, seed:
     return res, y, kk, row
 
 
-@register_metric("kmeans_purity", needs=("samples", "labels"), default=True)
+@register_metric("kmeans_purity", needs=("samples", "labels"), default=True,
+                 meaning="k-means purity against labels", better="higher")
 def _kmeans_purity(data: LayerData, k: int | None = None, n_init: int = 3, seed: int = 0,
                    standardize: bool = False) -> Iterator[Row]:
     """Purity of k-means clusters (k = number of classes) against the class labels."""
@@ -130,7 +134,8 @@ def _kmeans_purity(data: LayerData, k: int | None = None, n_init: int = 3, seed:
     yield {**row, "value": float("nan") if res is None else float(purity(y, res.labels))}
 
 
-@register_metric("kmeans_nmi", needs=("samples", "labels"), default=True)
+@register_metric("kmeans_nmi", needs=("samples", "labels"), default=True,
+                 meaning="NMI of k-means and labels", better="higher")
 def _kmeans_nmi(data: LayerData, k: int | None = None, n_init: int = 3, seed: int = 0,
                 standardize: bool = False) -> Iterator[Row]:
     """Normalised mutual information of k-means clusters (k = number of classes) and class labels."""
@@ -138,7 +143,8 @@ def _kmeans_nmi(data: LayerData, k: int | None = None, n_init: int = 3, seed: in
     yield {**row, "value": float("nan") if res is None else float(normalized_mutual_info(y, res.labels))}
 
 
-@register_metric("centroid_accuracy", needs=("samples", "labels"), default=True)
+@register_metric("centroid_accuracy", needs=("samples", "labels"), default=True,
+                 meaning="nearest-centroid accuracy", better="higher")
 def _centroid_accuracy(data: LayerData, test_fraction: float = 0.25, seed: int = 0,
                        standardize: bool = False) -> Iterator[Row]:
     """Nearest-class-centroid accuracy on a stratified held-out split of the buffered samples."""

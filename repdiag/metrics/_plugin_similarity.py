@@ -24,7 +24,7 @@ from ._registry import LayerData, Row, register_metric
 __all__ = ["cka_between_runs"]
 
 
-@register_metric("effective_rank", needs=("samples",))
+@register_metric("effective_rank", needs=("samples",), meaning="effective rank")
 def _effective_rank(data: LayerData) -> Iterator[Row]:
     """Effective rank exp(H(p)) of the centred samples' singular values (Roy & Vetterli 2007)."""
     x = layer_samples(data, "effective_rank")
@@ -33,7 +33,7 @@ def _effective_rank(data: LayerData) -> Iterator[Row]:
     yield {"value": float(v), "n": x.shape[0]}
 
 
-@register_metric("participation_ratio", needs=("samples",))
+@register_metric("participation_ratio", needs=("samples",), meaning="participation ratio")
 def _participation_ratio(data: LayerData) -> Iterator[Row]:
     """Participation ratio (sum l)^2 / sum l^2 of the samples' covariance eigenvalues."""
     x = layer_samples(data, "participation_ratio")
@@ -49,7 +49,7 @@ def _too_few(n: int) -> float:
     return float("nan")
 
 
-@register_metric("cka_adjacent", needs=("model",), scope="model")
+@register_metric("cka_adjacent", needs=("model",), scope="model", meaning="linear CKA with the previous layer")
 def _cka_adjacent(data: LayerData, debiased: bool = False) -> Iterator[Row]:
     """Linear CKA between each layer's samples and the previous layer's (same inputs)."""
     layers: list[LayerData] = sorted(data.extra.get("layers", []), key=lambda d: d.depth)

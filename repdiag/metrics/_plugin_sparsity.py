@@ -18,7 +18,7 @@ from ..functional import histogram_quantiles
 from ._registry import LayerData, Row, register_metric
 
 
-@register_metric("channel_sparsity_entries", needs=("stats",))
+@register_metric("channel_sparsity_entries", needs=("stats",), meaning="mean per-channel zero fraction")
 def _channel_sparsity_entries(data: LayerData) -> Iterator[Row]:
     """Mean over channels of each channel's fraction of zero entries (equals `sparsity` by construction)."""
     s = data.stats
@@ -26,7 +26,8 @@ def _channel_sparsity_entries(data: LayerData) -> Iterator[Row]:
     yield {"value": float(frac.mean()), "n": s.samples}
 
 
-@register_metric("channel_sparsity_maps", needs=("stats",), default=True)
+@register_metric("channel_sparsity_maps", needs=("stats",), default=True,
+                 meaning="fraction of all-zero channel maps")
 def _channel_sparsity_maps(data: LayerData) -> Iterator[Row]:
     """Mean over channels of the fraction of samples whose whole map of that channel is zero."""
     s = data.stats
@@ -34,7 +35,7 @@ def _channel_sparsity_maps(data: LayerData) -> Iterator[Row]:
     yield {"value": float(frac.mean()), "n": s.samples}
 
 
-@register_metric("sample_sparsity_mean", needs=("stats",), default=True)
+@register_metric("sample_sparsity_mean", needs=("stats",), default=True, meaning="mean per-sample zero fraction")
 def _sample_sparsity_mean(data: LayerData) -> Iterator[Row]:
     """Mean over samples of each sample's zero fraction (from a 1001-bin histogram, +-0.0005)."""
     s = data.stats
@@ -43,7 +44,7 @@ def _sample_sparsity_mean(data: LayerData) -> Iterator[Row]:
     yield {"value": float((h * centres).sum() / h.sum()), "n": s.samples}
 
 
-@register_metric("sample_sparsity_quantile", needs=("stats",))
+@register_metric("sample_sparsity_quantile", needs=("stats",), meaning="per-sample zero fraction (quantile)")
 def _sample_sparsity_quantile(data: LayerData, quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> Iterator[Row]:
     """Quantiles over samples of each sample's zero fraction (one row per `quantile`)."""
     qs = [float(q) for q in quantiles]

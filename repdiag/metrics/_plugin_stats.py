@@ -10,7 +10,7 @@ from .._errors import warn_undefined
 from ._registry import LayerData, Row, register_metric
 
 
-@register_metric("sparsity", needs=("stats",), default=True)
+@register_metric("sparsity", needs=("stats",), default=True, meaning="fraction of zero entries")
 def _sparsity(data: LayerData) -> Iterator[Row]:
     """Element sparsity: fraction of all activation entries with |a| <= eps (eps = attach's sparsity_eps)."""
     s = data.stats
@@ -18,21 +18,22 @@ def _sparsity(data: LayerData) -> Iterator[Row]:
     yield {"value": float(s.zeros.sum().item()) / total, "n": s.samples}
 
 
-@register_metric("dead_units", needs=("stats",), default=True)
+@register_metric("dead_units", needs=("stats",), default=True,
+                 meaning="fraction of units never non-zero", better="lower")
 def _dead_units(data: LayerData) -> Iterator[Row]:
     """Fraction of units (channels) that were zero on every entry of every sample seen."""
     s = data.stats
     yield {"value": float((s.zeros == s.entries_per_unit).sum().item()) / s.units, "n": s.samples}
 
 
-@register_metric("mean", needs=("stats",), default=True)
+@register_metric("mean", needs=("stats",), default=True, meaning="mean activation")
 def _mean(data: LayerData) -> Iterator[Row]:
     """Mean activation over units of each unit's running mean (over all entries)."""
     s = data.stats
     yield {"value": float(s.mean.mean().item()), "n": s.samples}
 
 
-@register_metric("std", needs=("stats",), default=True)
+@register_metric("std", needs=("stats",), default=True, meaning="activation std (mean over units)")
 def _std(data: LayerData) -> Iterator[Row]:
     """Mean over units of each unit's standard deviation (population, over all entries)."""
     s = data.stats
@@ -43,7 +44,7 @@ def _std(data: LayerData) -> Iterator[Row]:
     yield {"value": value, "n": s.samples}
 
 
-@register_metric("nonfinite", needs=("stats",), default=True)
+@register_metric("nonfinite", needs=("stats",), default=True, meaning="maps holding NaN/Inf", better="lower")
 def _nonfinite(data: LayerData) -> Iterator[Row]:
     """Number of (sample, unit) maps holding a NaN or Inf (entries for 2-D activations)."""
     s = data.stats

@@ -70,7 +70,8 @@ def _reference_for(data: LayerData, reference: Any) -> Tensor:
 
 @register_metric("w1_drift", needs=("samples",),
                  description="EM distance (per-unit, sliced, exact W1) between the buffered activations and a "
-                             "reference set: the first snapshot, or activations you give.")
+                             "reference set: the first snapshot, or activations you give.",
+                 meaning="W1 distance to the reference", better="lower")
 def _w1_drift(data: LayerData, reference: Any = "first", n_projections: int = 128, seed: int = 0,
               exact_max: int = 512) -> Iterator[Row]:
     """EM distance between a layer's buffered activations and a reference set.

@@ -87,6 +87,8 @@ class Metric:
     owner: str
     scope: str = "layer"  # "layer": called per layer; "model": called once with the model
     default: bool = False  # part of metrics="default"
+    meaning: str = ""  # short axis label, e.g. "fraction of zero entries" (report y-axes)
+    better: str = ""  # "higher", "lower", or "" when neither direction is better
 
     def missing(self, data: LayerData) -> str | None:
         """The reason this metric cannot run on ``data``, or None when it can."""
@@ -125,8 +127,13 @@ def register_metric(
     description: str | None = None,
     scope: str = "layer",
     default: bool = False,
+    meaning: str = "",
+    better: str = "",
 ) -> Callable[[Callable[..., Iterable[Row]]], Callable[..., Iterable[Row]]]:
     """Decorator registering ``fn`` as metric ``name``.
+
+    ``meaning`` is a short label of what the value is (report y-axes); ``better`` says which
+    way is better: ``"higher"``, ``"lower"`` or ``""`` (neither: a property, not a score).
 
     Raises
     ------
@@ -139,6 +146,8 @@ def register_metric(
         raise ConfigError(f"unknown requirement(s) {bad} for metric {name!r}; choose from {sorted(NEEDS)}.")
     if scope not in ("layer", "model"):
         raise ConfigError(f"scope must be 'layer' or 'model'; got {scope!r}.")
+    if better not in ("higher", "lower", ""):
+        raise ConfigError(f"better must be 'higher', 'lower' or ''; got {better!r} for metric {name!r}.")
 
     def deco(fn: Callable[..., Iterable[Row]]) -> Callable[..., Iterable[Row]]:
         if name in _REGISTRY:
@@ -148,7 +157,7 @@ def register_metric(
             )
         # the docstring's first paragraph, on one line
         desc = description or " ".join((inspect.getdoc(fn) or "").strip().split("\n\n")[0].split())
-        _REGISTRY[name] = Metric(name, fn, frozenset(needs), desc, _owner(fn), scope, default)
+        _REGISTRY[name] = Metric(name, fn, frozenset(needs), desc, _owner(fn), scope, default, meaning, better)
         return fn
 
     return deco

@@ -5,11 +5,13 @@ arrays; computes no metric."""
 from ._embedding import EMBEDDINGS, embed, numba_cache_dir
 from ._match import LayerMatch, layer_positions, match_layers
 from ._summary import ReportData, format_value, summary_frame
-from ._write import Figure, make_figures, render_html, render_markdown, write_report
+from ._html import render_html
+from ._write import Figure, PlannedFigure, make_figures, plan_figures, render_markdown, write_report
 
 __all__ = [
     "EMBEDDINGS",
     "Figure",
+    "PlannedFigure",
     "LayerMatch",
     "ReportData",
     "embed",
@@ -18,6 +20,7 @@ __all__ = [
     "make_figures",
     "match_layers",
     "numba_cache_dir",
+    "plan_figures",
     "render_html",
     "render_markdown",
     "summary_frame",

@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..tables import CORE_COLUMNS
+from ..tables import CORE_COLUMNS, MODEL_LAYER
 
-__all__ = ["png", "metric_vs_depth", "metric_over_steps", "embedding_grid", "gamma_histograms", "run_colors"]
+__all__ = ["png", "metric_vs_depth", "metric_over_steps", "embedding_grid", "gamma_histograms", "run_colors",
+           "step_layers", "depth_figure", "steps_figure", "embedding_figure", "params_of"]
 
 _DPI = 90
 
@@ -42,8 +43,13 @@ def run_colors(runs: Sequence[str]) -> dict[str, Any]:
     return {r: cmap(i % 10) for i, r in enumerate(runs)}
 
 
-def _params(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns[len(CORE_COLUMNS):] if frame[c].notna().any()]
+LABELS = ("group", "seed")
+"""Columns that label a run (its condition and seed), not a metric's parameter."""
+
+
+def params_of(frame: pd.DataFrame) -> list[str]:
+    """The parameter columns that hold a value in ``frame`` (not the run labels)."""
+    return [c for c in frame.columns[len(CORE_COLUMNS):] if c not in LABELS and frame[c].notna().any()]
 
 
 def _combos(frame: pd.DataFrame, params: list[str]) -> list[tuple[Any, ...]]:
@@ -71,95 +77,193 @@ def _select(frame: pd.DataFrame, params: list[str], combo: tuple[Any, ...]) -> p
     return frame[sel]
 
 
-_STYLES = ("-", "--", ":", "-.")
+_STYLES: tuple[Any, ...] = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
+BAND = "band: min to max over runs"
 
 
-def metric_vs_depth(frame: pd.DataFrame, metric: str, runs: Sequence[str], positions: Mapping[str, int]) -> bytes:
-    """One metric against depth, a line per run (and per parameter value, up to four).
+def _colour_keys(runs: Sequence[str], groups: Mapping[str, str] | None) -> tuple[list[str], dict[str, list[str]]]:
+    """Legend entries in order (groups, or runs when none) and the runs behind each."""
+    members: dict[str, list[str]] = {}
+    for r in runs:
+        members.setdefault((groups or {}).get(r, r), []).append(r)
+    return list(members), members
+
+
+def _entry(key: str, runs: Sequence[str]) -> str:
+    """Legend text: the run, ``group (run)`` for a group of one, ``group (mean of k runs)``."""
+    if len(runs) > 1:
+        return f"{key} (mean of {len(runs)} runs)"
+    return key if runs[0] == key else f"{key} ({runs[0]})"
+
+
+def _spread(rows: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Per ``key`` value: mean, min and max over runs of each run's mean value (NaN values left out)."""
+    per_run = rows.dropna(subset=["value"]).groupby([key, "run"])["value"].mean()
+    if per_run.empty:
+        return pd.DataFrame(columns=["mean", "lo", "hi", "k"])
+    g = per_run.groupby(level=0)
+    return pd.DataFrame({"mean": g.mean(), "lo": g.min(), "hi": g.max(), "k": g.size()})
+
+
+def _draw(ax: Any, xs: np.ndarray, st: pd.DataFrame, color: Any, style: Any, label: str, marker: str | None) -> None:
+    ax.plot(xs, st["mean"].to_numpy(float), linestyle=style, marker=marker, ms=3.5, color=color, label=label, lw=1.3)
+    if (st["k"] > 1).any():
+        ax.fill_between(xs, st["lo"].to_numpy(float), st["hi"].to_numpy(float), color=color, alpha=0.18, lw=0)
+
+
+def _legend(fig: Any, ax: Any, bands: bool) -> None:
+    """The legend below the axes, so that it covers no line."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", fontsize=7, ncols=min(3, len(handles)), frameon=False,
+                   title=BAND if bands else None, title_fontsize=6.5)
+
+
+def depth_figure(frame: pd.DataFrame, metric: str, runs: Sequence[str], positions: Mapping[str, int],
+                    groups: Mapping[str, str] | None = None) -> Any:
+    """One metric against depth: a line per group (mean over its runs, band = min to max over
+    them) or per run when ``groups`` is None, and per parameter value (up to four).
 
     ``frame`` holds that metric's rows with layers already matched; ``positions`` maps layer
     labels to x positions.
     """
-    params = _params(frame)
+    from ._axes import y_label
+
+    params = params_of(frame)
     combos = _combos(frame, params)
-    shown = combos[:4]
-    colors = run_colors(runs)
+    shown = combos[:len(_STYLES)]
+    keys, members = _colour_keys(runs, groups)
+    colors = run_colors(keys)
     present = [lay for lay in dict.fromkeys(frame["layer"].dropna().tolist()) if lay in positions]
     order = sorted(present, key=positions.__getitem__)
     positions = {lay: i for i, lay in enumerate(order)}  # this metric's layers only, evenly spaced
     kinds = frame.drop_duplicates("layer").set_index("layer")["module"].to_dict()
-    fig = _figure(4.6, 3.0)
+    fig = _figure(4.6, 3.4)
     ax = fig.add_subplot()
+    bands = False
     for ci, combo in enumerate(shown):
         part = _select(frame, params, combo)
-        for run in runs:
-            rows = part[(part["run"] == run) & part["layer"].isin(list(positions))]
-            if rows.empty:
+        part = part[part["layer"].isin(list(positions))]
+        for key in keys:
+            st = _spread(part[part["run"].isin(members[key])], "layer")
+            if st.empty:
                 continue
-            vals = rows.groupby("layer")["value"].mean()
-            xs = [positions[lay] for lay in order if lay in vals.index]
-            ys = [float(vals[lay]) for lay in order if lay in vals.index]
-            label = run + (f" ({_label(params, combo)})" if params and len(shown) > 1 else "")
-            ax.plot(xs, ys, _STYLES[ci % 4], marker="o", ms=3.5, color=colors[run], label=label)
+            st = st.loc[[lay for lay in order if lay in st.index]]
+            bands |= bool((st["k"] > 1).any())
+            label = _entry(key, members[key]) + (f" ({_label(params, combo)})" if params and len(shown) > 1 else "")
+            _draw(ax, np.array([positions[lay] for lay in st.index], float), st, colors[key], _STYLES[ci], label,
+                  "o")
     title = metric + (f" ({_label(params, shown[0])})" if params and len(shown) == 1 else "")
-    if len(combos) > 4:
-        title += f" (first 4 of {len(combos)} settings)"
-    ax.set_title(title, fontsize=10)
+    if len(combos) > len(shown):
+        title += f" (first {len(shown)} of {len(combos)} settings)"
+    ax.set_title(_wrap(title), fontsize=9)
     ax.set_xticks(range(len(order)))
     ax.set_xticklabels([f"{_short(s)} {kinds.get(s) or ''}".strip() for s in order], rotation=40, ha="right",
                        fontsize=7)
     ax.set_xlabel("layer (forward order)", fontsize=8)
+    ax.set_ylabel(y_label(metric), fontsize=7.5)
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    return png(fig)
+    _legend(fig, ax, bands)
+    return fig
+
+
+def metric_vs_depth(frame: pd.DataFrame, metric: str, runs: Sequence[str], positions: Mapping[str, int],
+                    groups: Mapping[str, str] | None = None) -> bytes:
+    """PNG bytes of :func:`depth_figure`."""
+    return png(depth_figure(frame, metric, runs, positions, groups))
+
+
+
+def _wrap(title: str, width: int = 48) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, width)) or title
 
 
 def _short(s: str, n: int = 18) -> str:
     return s if len(s) <= n else "…" + s[-(n - 1):]
 
 
-def metric_over_steps(frame: pd.DataFrame, metric: str, runs: Sequence[str], positions: Mapping[str, int]) -> bytes:
-    """One metric over training steps: colour = run; one line per layer, darker = deeper."""
-    params = _params(frame)
+MAX_PANELS = 6
+
+
+def step_layers(layers: Sequence[str]) -> list[str]:
+    """The layers a training plot shows: all up to :data:`MAX_PANELS`, else the first, middle
+    and last.
+
+    >>> step_layers(list("abcdefgh"))
+    ['a', 'e', 'h']
+    """
+    if len(layers) <= MAX_PANELS:
+        return list(layers)
+    return list(dict.fromkeys([layers[0], layers[len(layers) // 2], layers[-1]]))
+
+
+def steps_figure(frame: pd.DataFrame, metric: str, runs: Sequence[str], positions: Mapping[str, int],
+                      groups: Mapping[str, str] | None = None) -> Any:
+    """One metric over training steps, a panel per layer (see :func:`step_layers`); colour =
+    group, line = mean over its runs at each step, band = min to max over them."""
+    from ._axes import y_label
+
+    params = params_of(frame)
     combo = _combos(frame, params)[0]
-    part = _select(frame, params, combo)
-    colors = run_colors(runs)
-    fig = _figure(4.6, 3.0)
-    ax = fig.add_subplot()
+    part = _select(frame, params, combo).dropna(subset=["step"])
+    keys, members = _colour_keys(runs, groups)
+    colors = run_colors(keys)
     layers = list(dict.fromkeys(part["layer"].dropna().tolist()))
     layers.sort(key=lambda lay: positions.get(lay, -1))
-    deepest = max(1, len(layers) - 1)
-    for run in runs:
-        first = True
-        for i, lay in enumerate(layers):
-            rows = part[(part["run"] == run) & (part["layer"] == lay)].dropna(subset=["step"])
-            if rows.empty:
+    shown = step_layers(layers)
+    cols = min(3, len(shown))
+    nrows = math.ceil(len(shown) / cols)
+    fig = _figure(2.7 * cols + 0.6, 2.2 * nrows + 0.9)
+    axes = fig.subplots(nrows, cols, squeeze=False, sharex=True)
+    bands = False
+    for k, lay in enumerate(shown):
+        ax = axes[k // cols][k % cols]
+        rows = part[part["layer"] == lay]
+        for key in keys:
+            st = _spread(rows[rows["run"].isin(members[key])], "step").sort_index()
+            if st.empty:
                 continue
-            s = rows.groupby("step")["value"].mean()
-            alpha = 0.3 + 0.7 * (i / deepest if len(layers) > 1 else 1.0)
-            ax.plot(s.index.astype(float), s.to_numpy(dtype=float), color=colors[run], alpha=alpha, lw=1.2,
-                    label=run if first else None)
-            first = False
-    title = metric + (f" ({_label(params, combo)})" if params else "")
-    ax.set_title(title + ("; darker = deeper layer" if len(layers) > 1 else ""), fontsize=9)
-    ax.set_xlabel("training step", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    return png(fig)
+            bands |= bool((st["k"] > 1).any())
+            _draw(ax, st.index.to_numpy(float), st, colors[key], "-", _entry(key, members[key]), None)
+        ax.set_title(_short(lay, 28) if lay != MODEL_LAYER else "whole model", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if k % cols == 0:
+            ax.set_ylabel(y_label(metric), fontsize=7)
+        if k // cols == nrows - 1:
+            ax.set_xlabel("training step", fontsize=7.5)
+    for k in range(len(shown), nrows * cols):
+        axes[k // cols][k % cols].set_visible(False)
+    title = metric + (f" ({_label(params, combo)})" if params and _label(params, combo) else "")
+    if len(shown) < len(layers):
+        title += f": first, middle and last of {len(layers)} layers"
+    fig.suptitle(_wrap(title, 70), fontsize=9.5)
+    _legend(fig, axes[0][0], bands)
+    return fig
 
 
-def embedding_grid(points: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]], runs: Sequence[str],
-                   layers: Sequence[str], method: str) -> bytes:
-    """Scatter of 2-D embeddings: a row per layer, a column per run, coloured by label."""
+def metric_over_steps(frame: pd.DataFrame, metric: str, runs: Sequence[str], positions: Mapping[str, int],
+                      groups: Mapping[str, str] | None = None) -> bytes:
+    """PNG bytes of :func:`steps_figure`."""
+    return png(steps_figure(frame, metric, runs, positions, groups))
+
+
+
+def embedding_figure(points: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]], runs: Sequence[str],
+                   layers: Sequence[str], method: str) -> Any:
+    """Scatter of 2-D embeddings: a row per layer, a column per run, coloured by class label,
+    with one class legend for the grid (grey: samples without a label)."""
     from matplotlib import colormaps
+    from matplotlib.lines import Line2D
 
     cmap = colormaps["tab10"]
-    fig = _figure(2.9 * len(runs) + 0.4, 2.7 * len(layers))
+    fig = _figure(2.9 * len(runs) + 1.2, 2.7 * len(layers) + 0.3)
     axes = fig.subplots(len(layers), len(runs), squeeze=False)
+    classes: set[int] = set()
+    unlabelled = False
     for i, lay in enumerate(layers):
         for j, run in enumerate(runs):
             ax = axes[i][j]
@@ -170,33 +274,55 @@ def embedding_grid(points: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray
             else:
                 xy, lab = points[(run, lay)]
                 known = lab >= 0
+                unlabelled |= bool((~known).any())
+                classes.update(int(c) for c in np.unique(lab[known]))
                 ax.scatter(xy[~known, 0], xy[~known, 1], s=4, c="0.6", linewidths=0)
                 ax.scatter(xy[known, 0], xy[known, 1], s=4, c=cmap(lab[known] % 10), linewidths=0)
             ax.set_title(f"{run} · {_short(lay, 24)}", fontsize=8)
-    fig.suptitle(f"{method.upper()} of layer samples, coloured by label", fontsize=10)
-    return png(fig)
+    handles = [Line2D([], [], ls="", marker="o", ms=5, color=cmap(c % 10), label=str(c)) for c in sorted(classes)]
+    if unlabelled:
+        handles.append(Line2D([], [], ls="", marker="o", ms=5, color="0.6", label="no label"))
+    if handles:
+        note = " (colours repeat after 10)" if len(classes) > 10 else ""
+        fig.legend(handles=handles, loc="outside right upper", fontsize=7, title="class" + note, title_fontsize=7.5,
+                   frameon=False)
+    fig.suptitle(f"{method.upper()} of layer samples, coloured by class", fontsize=10)
+    return fig
+
+
+def embedding_grid(points: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]], runs: Sequence[str],
+                   layers: Sequence[str], method: str) -> bytes:
+    """PNG bytes of :func:`embedding_figure`."""
+    return png(embedding_figure(points, runs, layers, method))
+
 
 
 def gamma_histograms(gammas: Mapping[str, Mapping[str, np.ndarray]], runs: Sequence[str],
-                     layers: Sequence[str]) -> bytes:
-    """Histograms of |gamma| per BN layer, runs overlaid."""
-    colors = run_colors(runs)
+                     layers: Sequence[str], groups: Mapping[str, str] | None = None) -> bytes:
+    """Histograms of |gamma| per BN layer, groups (or runs) overlaid; a group's runs are pooled."""
+    keys, members = _colour_keys([r for r in runs if r in gammas], groups)
+    colors = run_colors(keys)
     cols = min(4, len(layers))
     rows = math.ceil(len(layers) / cols)
-    fig = _figure(3.0 * cols, 2.4 * rows)
+    fig = _figure(3.0 * cols, 2.4 * rows + 0.5)
     axes = fig.subplots(rows, cols, squeeze=False)
     for k, lay in enumerate(layers):
         ax = axes[k // cols][k % cols]
-        vals = [np.abs(gammas[r][lay]) for r in runs if lay in gammas.get(r, {})]
-        hi = max((float(v.max()) for v in vals if v.size), default=1.0) or 1.0
+        pooled = {key: np.concatenate([np.abs(gammas[r][lay]) for r in members[key] if lay in gammas[r]] or
+                                      [np.zeros(0)]) for key in keys}
+        hi = max((float(v.max()) for v in pooled.values() if v.size), default=1.0) or 1.0
         bins = np.linspace(0.0, hi, 21)
-        for r in runs:
-            if lay in gammas.get(r, {}):
-                ax.hist(np.abs(gammas[r][lay]), bins=bins, alpha=0.55, color=colors[r], label=r)
+        for key, vals in pooled.items():
+            if vals.size:
+                n = len([r for r in members[key] if lay in gammas[r]])
+                ax.hist(vals, bins=bins, alpha=0.55, color=colors[key],
+                        label=key if n == 1 and members[key] == [key] else f"{key} ({n} run{'s' * (n > 1)})")
         ax.set_title(f"|gamma| · {_short(lay, 24)}", fontsize=8)
+        ax.set_xlabel("|gamma|", fontsize=7)
+        if k % cols == 0:
+            ax.set_ylabel("channels", fontsize=7)
         ax.tick_params(labelsize=7)
-        if k == 0:
-            ax.legend(fontsize=7)
     for k in range(len(layers), rows * cols):
         axes[k // cols][k % cols].set_visible(False)
+    _legend(fig, axes[0][0], False)
     return png(fig)

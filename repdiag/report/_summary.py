@@ -12,7 +12,7 @@ import pandas as pd
 from ..tables import MODEL_LAYER, compare, concat_tables
 from ._match import LayerMatch, layer_positions
 
-__all__ = ["ReportData", "summary_frame", "format_value"]
+__all__ = ["ReportData", "summary_frame", "format_value", "group_summary"]
 
 
 @dataclass
@@ -45,6 +45,12 @@ class ReportData:
         Sentences shown at the top (layer matching, skipped metrics, ...).
     training_metrics : list of str or None
         Metrics of ``training`` drawn over steps (None: all of them).
+    groups : dict
+        ``{run: group}`` (the condition, e.g. ``"bn"``); a run missing here is its own group.
+    findings : DataFrame or None
+        :func:`repdiag.findings` of the runs (one row per question of the source papers).
+    alignment : DataFrame or None
+        How layers were aligned across runs (:func:`repdiag.tables.align_layers`).
     """
 
     runs: list[str]
@@ -59,6 +65,20 @@ class ReportData:
     meta: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     training_metrics: list[str] | None = None
+    groups: dict[str, str] = field(default_factory=dict)
+    findings: pd.DataFrame | None = None
+    alignment: pd.DataFrame | None = None
+
+    def group_of(self, run: str) -> str:
+        """The group of ``run`` (the run itself when it has none)."""
+        return self.groups.get(run) or run
+
+    def members(self) -> dict[str, list[str]]:
+        """``{group: [runs]}`` in display order."""
+        out: dict[str, list[str]] = {}
+        for r in self.runs:
+            out.setdefault(self.group_of(r), []).append(r)
+        return out
 
     def matched(self, training: bool = False) -> pd.DataFrame:
         """The evaluation (or training) table with matched layer labels and depth = position."""
@@ -116,3 +136,41 @@ def summary_frame(data: ReportData) -> pd.DataFrame:
     wide = wide.sort_values(["_m", "_d"], kind="stable")
     cols = ["metric", "layer", "setting", *[r for r in data.runs if r in wide.columns]]
     return wide[cols].reset_index(drop=True)
+
+
+def _cell(values: pd.Series) -> str:
+    v = values.dropna().astype(float)
+    if v.empty:
+        return "nan"
+    if len(v) == 1:
+        return format_value(v.iloc[0])
+    return f"{format_value(v.mean())} ± {format_value(v.std(ddof=1))}"
+
+
+def group_summary(data: ReportData) -> list[tuple[str, pd.DataFrame]]:
+    """The summary for display: a column per group (``mean ± sd`` over its runs, the value
+    itself for a group of one), split so that metrics some groups lack (the gamma table of a run
+    without BN) sit in their own table with only the groups that have them.
+
+    Returns ``[(caption, frame), ...]``; frames have columns ``metric, layer, setting, <group>...``.
+    """
+    wide = summary_frame(data)
+    members = {g: [r for r in rs if r in wide.columns] for g, rs in data.members().items()}
+    members = {g: rs for g, rs in members.items() if rs}
+    if wide.empty:
+        return [("Summary table", wide)]
+    cells = pd.DataFrame({g: wide[rs].apply(_cell, axis=1) for g, rs in members.items()})
+    present = pd.DataFrame({g: wide[rs].notna().any(axis=1) for g, rs in members.items()})
+    sig = present.apply(lambda row: tuple(g for g in members if row[g]), axis=1)
+    spread = any(len(rs) > 1 for rs in members.values())
+    head = "Summary table" + (" (mean ± sd over each group's runs)" if spread else "")
+    out = []
+    for groups in dict.fromkeys(sig):
+        if not groups:
+            continue
+        sel = sig == groups
+        frame = pd.concat([wide.loc[sel, ["metric", "layer", "setting"]], cells.loc[sel, list(groups)]], axis=1)
+        caption = head if len(groups) == len(members) else f"Measured only in {', '.join(groups)}"
+        out.append((caption, frame.reset_index(drop=True)))
+    out.sort(key=lambda item: not item[0].startswith("Summary"))
+    return out

@@ -3,131 +3,118 @@ embedded as base64 PNG), ``report.md`` (plots beside it in ``plots/``)."""
 
 from __future__ import annotations
 
-import base64
 import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from ..tables import MODEL_LAYER, write_table
 from . import _plots
-from ._summary import ReportData, format_value, summary_frame
+from ._sections import identical_metrics
+from ._html import finding_sentence, render_html, report_notes
+from ._summary import ReportData, format_value, group_summary
 
-__all__ = ["Figure", "make_figures", "render_html", "render_markdown", "write_report"]
+__all__ = ["Figure", "PlannedFigure", "make_figures", "plan_figures", "render_html", "render_markdown", "write_report"]
 
 
 @dataclass
 class Figure:
-    """One plot of the report: section, title, file name and PNG bytes."""
+    """One plot of the report: section, title, file name, PNG bytes and the metric it shows."""
 
     section: str
     title: str
     name: str
     png: bytes
+    metric: str = ""
+    caption: str = ""
 
 
 def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_")[:60] or "x"
 
 
-def make_figures(data: ReportData, progress: Callable[[str], None] | None = None) -> list[Figure]:
-    """Draw every figure of the report."""
-    figs: list[Figure] = []
+def _caption(metric: str, same: list[str]) -> str:
+    from ._axes import axis_text, meaning_of
+
+    text = f"{meaning_of(metric)}; {axis_text(metric)}."
+    if same:
+        text += f" Also {', '.join(same)} (identical here)."
+    return text
+
+
+@dataclass
+class PlannedFigure:
+    """A figure not drawn yet: what :class:`Figure` holds, with ``draw() -> PNG bytes``."""
+
+    section: str
+    title: str
+    name: str
+    draw: Callable[[], bytes]
+    metric: str = ""
+    caption: str = ""
+
+
+def plan_figures(data: ReportData) -> list[PlannedFigure]:
+    """Every figure of the report, not yet drawn (so a progress bar knows the count first). A
+    metric identical to an earlier one on every row is drawn once."""
+    plan: list[PlannedFigure] = []
     frame = data.matched()
     positions = data.positions()
-    for metric in data.layer_metrics():
-        if progress:
-            progress(metric)
-        part = frame[(frame["metric"] == metric) & (frame["layer"] != MODEL_LAYER)]
-        if part["value"].notna().any():
-            figs.append(Figure("depth", metric, f"depth_{_slug(metric)}.png",
-                               _plots.metric_vs_depth(part, metric, data.runs, positions)))
+    groups = {r: data.group_of(r) for r in data.runs}
+    per_layer = frame[frame["layer"] != MODEL_LAYER]
+    metrics = data.layer_metrics()
+    same = identical_metrics(per_layer, metrics)
+    for metric in metrics:
+        part = per_layer[per_layer["metric"] == metric]
+        if metric in same or not part["value"].notna().any():
+            continue
+        plan.append(PlannedFigure(
+            "depth", metric, f"depth_{_slug(metric)}.png",
+            partial(_plots.metric_vs_depth, part, metric, data.runs, positions, groups), metric,
+            _caption(metric, [m for m, f in same.items() if f == metric])))
     if data.embeddings:
-        figs.append(Figure("embedding", f"{data.embed_method.upper()} scatter", f"embedding_{data.embed_method}.png",
-                           _plots.embedding_grid(data.embeddings, data.runs, data.embed_layers, data.embed_method)))
+        shown = [r for r in data.runs if any(k[0] == r for k in data.embeddings)]
+        plan.append(PlannedFigure(
+            "embedding", f"{data.embed_method.upper()} scatter", f"embedding_{data.embed_method}.png",
+            partial(_plots.embedding_grid, data.embeddings, shown, data.embed_layers, data.embed_method)))
     bn_layers = list(dict.fromkeys(lay for g in data.gammas.values() for lay in g))
     if bn_layers:
         bn_layers.sort(key=lambda lay: positions.get(lay, len(positions)))
-        figs.append(Figure("gamma", "BN gamma", "bn_gamma_hist.png",
-                           _plots.gamma_histograms(data.gammas, data.runs, bn_layers)))
+        plan.append(PlannedFigure("gamma", "BN gamma", "bn_gamma_hist.png",
+                                  partial(_plots.gamma_histograms, data.gammas, data.runs, bn_layers, groups), "gamma",
+                                  "Histogram of |gamma| per BN layer; the channels of a group's runs pooled."))
     if data.training is not None and not data.training.empty:
         tr = data.matched(training=True)
         tr_pos = {lay: i for i, lay in enumerate(sorted(tr["layer"].dropna().unique(), key=lambda v: positions.get(v, -1)))}
         wanted = data.training_metrics
-        for metric in dict.fromkeys(tr["metric"].dropna().tolist()):
-            if wanted is not None and metric not in wanted:
-                continue
+        tr_metrics = list(dict.fromkeys(tr["metric"].dropna().tolist()))
+        tr_same = identical_metrics(tr, tr_metrics)
+        for metric in tr_metrics:
             part = tr[tr["metric"] == metric]
-            if part["step"].nunique() >= 2 and part["value"].notna().any():
-                if progress:
-                    progress(f"{metric} over steps")
-                figs.append(Figure("training", metric, f"steps_{_slug(metric)}.png",
-                                   _plots.metric_over_steps(part, metric, data.runs, tr_pos)))
-    return figs
+            if (wanted is not None and metric not in wanted) or metric in tr_same or part["step"].nunique() < 2 \
+                    or not part["value"].notna().any():
+                continue
+            plan.append(PlannedFigure(
+                "training", f"{metric} over training", f"steps_{_slug(metric)}.png",
+                partial(_plots.metric_over_steps, part, metric, data.runs, tr_pos, groups), metric,
+                _caption(metric, [m for m, f in tr_same.items() if f == metric])))
+    return plan
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1280px;
-color:#222;padding:0 1em}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-.note{background:#fff7e0;border-left:4px solid #e0a800;padding:.5em .8em;margin:.6em 0}
-.grid{display:flex;flex-wrap:wrap;gap:10px}.grid figure{margin:0}.grid img{max-width:100%;height:auto}
-figure{margin:.5em 0}figcaption{font-size:.8em;color:#555}
-table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}
-td.l,th.l{text-align:left}tr:nth-child(even){background:#f7f7f7}
-code,pre{background:#f3f3f3;padding:2px 4px;font-size:.85em}pre{padding:.6em;white-space:pre-wrap}
-"""
-
-
-def _img(fig: Figure) -> str:
-    b64 = base64.b64encode(fig.png).decode("ascii")
-    return (f'<figure><img alt="{html.escape(fig.title)}" src="data:image/png;base64,{b64}">'
-            f"<figcaption>{html.escape(fig.title)}</figcaption></figure>")
-
-
-def _html_table(frame: pd.DataFrame, left: int) -> str:
-    head = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(str(c))}</th>'
-                   for i, c in enumerate(frame.columns))
-    body = []
-    for row in frame.itertuples(index=False):
-        cells = "".join(
-            f'<td class="l">{html.escape(str(v))}</td>' if i < left else f"<td>{html.escape(format_value(v))}</td>"
-            for i, v in enumerate(row))
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def render_html(data: ReportData, figures: list[Figure]) -> str:
-    """The whole report as one HTML document (no external resources)."""
-    e = html.escape
-    runs = ", ".join(f"<b>{e(r)}</b>" for r in data.runs)
-    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>repdiag report: "
-             f"{e(' vs '.join(data.runs))}</title><style>{_CSS}</style></head><body>",
-             f"<h1>repdiag report</h1><p>Runs: {runs}. Data: {e(data.meta.get('data', '?'))}.</p>"]
-    if data.sources:
-        items = "".join(f"<li><b>{e(r)}</b>: <code>{e(s)}</code></li>" for r, s in data.sources.items())
-        parts.append(f"<ul>{items}</ul>")
-    for note in ([data.match.note] if data.match.note else []) + data.notes:
-        parts.append(f'<div class="note">{e(note)}</div>')
-    sections = [("depth", "Metrics against depth", "Each metric per layer in forward order, one line per run."),
-                ("embedding", "Embeddings", "Layer samples in 2-D, coloured by class label; runs side by side."),
-                ("gamma", "BatchNorm gamma", "Distribution of |gamma| per BN layer (runs without BN have none)."),
-                ("training", "During training", "Metrics recorded while training, over steps.")]
-    for key, title, text in sections:
-        figs = [f for f in figures if f.section == key]
-        if figs:
-            parts.append(f"<h2>{e(title)}</h2><p>{e(text)}</p><div class=\"grid\">{''.join(map(_img, figs))}</div>")
-    summary = summary_frame(data)
-    parts.append(f"<h2>Summary table</h2><p>{len(summary)} rows; full data in <code>table.csv</code>.</p>")
-    parts.append(_html_table(summary, left=3))
-    meta = "".join(f"<tr><th class=\"l\">{e(k)}</th><td class=\"l\"><code>{e(v)}</code></td></tr>"
-                   for k, v in data.meta.items())
-    parts.append(f"<h2>Provenance</h2><table>{meta}</table>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+def make_figures(data: ReportData, progress: Callable[[str], None] | None = None,
+                 plan: list[PlannedFigure] | None = None) -> list[Figure]:
+    """Draw every figure of the report (``plan`` from :func:`plan_figures`, else planned here);
+    ``progress(title)`` is called before each."""
+    out = []
+    for p in plan if plan is not None else plan_figures(data):
+        if progress:
+            progress(p.title)
+        out.append(Figure(p.section, p.title, p.name, p.draw(), p.metric, p.caption))
+    return out
 
 
 def _md_escape(s: str) -> str:
@@ -140,31 +127,37 @@ def render_markdown(data: ReportData, figures: list[Figure], plot_dir: str = "pl
              f"Data: {_md_escape(data.meta.get('data', '?'))}.", ""]
     for r, s in data.sources.items():
         lines.append(f"- **{_md_escape(r)}**: `{s.replace('`', '')}`")
-    for note in ([data.match.note] if data.match.note else []) + data.notes:
+    if data.findings is not None and not data.findings.empty:
+        f = data.findings
+        a, b = str(f.attrs.get("a", "a")), str(f.attrs.get("b", "b"))
+        lines += ["", f"## Findings: {_md_escape(a)} vs {_md_escape(b)}", ""]
+        lines += [f"- **{_md_escape(rec['question'])}** {_md_escape(finding_sentence(rec, a, b))}"
+                  for rec in f.to_dict("records")]
+    for note in report_notes(data):
         lines += ["", f"> {_md_escape(note)}"]
     lines.append("")
     for fig in figures:
         lines.append(f"![{_md_escape(fig.title)}]({plot_dir}/{fig.name})")
-    summary = summary_frame(data)
-    lines += ["", "## Summary table", "", "| " + " | ".join(_md_escape(c) for c in summary.columns) + " |",
-              "|" + "---|" * len(summary.columns)]
-    for row in summary.itertuples(index=False):
-        cells = [_md_escape(v) if i < 3 else format_value(v) for i, v in enumerate(row)]
-        lines.append("| " + " | ".join(cells) + " |")
+    for caption, summary in group_summary(data):
+        lines += ["", f"## {_md_escape(caption)}", "", "| " + " | ".join(_md_escape(c) for c in summary.columns)
+                  + " |", "|" + "---|" * len(summary.columns)]
+        for row in summary.itertuples(index=False):
+            cells = [_md_escape(v) if i < 3 else format_value(v) for i, v in enumerate(row)]
+            lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Provenance", ""] + [f"- {_md_escape(k)}: `{v.replace('`', '')}`" for k, v in data.meta.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_report(data: ReportData, out_dir: str | Path, *, progress: Callable[[str], None] | None = None
-                 ) -> dict[str, Path]:
+def write_report(data: ReportData, out_dir: str | Path, *, progress: Callable[[str], None] | None = None,
+                 plan: list[PlannedFigure] | None = None) -> dict[str, Path]:
     """Write ``table.csv`` (and ``training.csv``), ``plots/*.png``, ``report.html``, ``report.md``
-    under ``out_dir``; returns the paths by kind."""
+    under ``out_dir``; returns the paths by kind. ``plan``: figures from :func:`plan_figures`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"table": write_table(data.table, out / "table.csv")}
     if data.training is not None and not data.training.empty:
         paths["training"] = write_table(data.training, out / "training.csv")
-    figures = make_figures(data, progress)
+    figures = make_figures(data, progress, plan)
     plot_dir = out / "plots"
     plot_dir.mkdir(exist_ok=True)
     for fig in figures:
