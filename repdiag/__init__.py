@@ -27,8 +27,9 @@ from ._errors import (
 from ._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import bn, capture, functional, landscape, metrics, nn, tables
+    from . import bn, capture, functional, landscape, metrics, nn, runs, tables
     from .capture import Recorder, attach
+    from .runs import load_run
     from .tables import compare
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "attach",
     "Recorder",
     "compare",
+    "load_run",
     "save_checkpoint",
     "load_checkpoint",
     "RepdiagError",
@@ -51,6 +53,7 @@ __all__ = [
     "capture",
     "metrics",
     "tables",
+    "runs",
     "landscape",
     "bn",
     "nn",
@@ -60,10 +63,12 @@ _LAZY_ATTRS = {
     "attach": ("repdiag.capture", "attach"),
     "Recorder": ("repdiag.capture", "Recorder"),
     "compare": ("repdiag.tables", "compare"),
+    "load_run": ("repdiag.runs", "load_run"),
     "save_checkpoint": ("repdiag.checkpoint", "save_checkpoint"),
     "load_checkpoint": ("repdiag.checkpoint", "load_checkpoint"),
 }
-_LAZY_MODULES = {"functional", "capture", "metrics", "tables", "landscape", "bn", "nn", "checkpoint", "integrations"}
+_LAZY_MODULES = {"functional", "capture", "metrics", "tables", "runs", "landscape", "bn", "nn", "checkpoint",
+                 "integrations"}
 
 
 def __getattr__(name: str) -> Any:

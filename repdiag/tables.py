@@ -34,12 +34,14 @@ __all__ = [
     "CORE_COLUMNS",
     "CORE_DTYPES",
     "MODEL_LAYER",
+    "RUN_COLUMNS",
     "TableError",
     "make_table",
     "empty_table",
     "validate_table",
     "concat_tables",
     "compare",
+    "align_layers",
     "write_table",
     "read_table",
 ]
@@ -55,6 +57,11 @@ CORE_DTYPES: dict[str, str] = {
     "value": "float64",
     "n": "Int64",
 }
+RUN_COLUMNS: tuple[str, ...] = ("group", "seed")
+"""Columns that describe the run rather than the measurement (``group`` string, ``seed`` Int64):
+present in tables of run directories and of recorders given ``group=`` or ``log_dir=``; placed
+last, never treated as parameter columns."""
+_RUN_DTYPES: dict[str, Any] = {"group": "string", "seed": "Int64"}
 MODEL_LAYER = "(model)"
 """Layer name of rows that describe the whole model (landscape probes, for example)."""
 
@@ -104,6 +111,9 @@ def _cast(frame: pd.DataFrame) -> pd.DataFrame:
             frame[col] = pd.to_numeric(frame[col], errors="raise").astype("float64")
         else:
             frame[col] = frame[col].astype("string")
+    for col, dtype in _RUN_DTYPES.items():
+        if col in frame:
+            frame[col] = frame[col].astype(dtype)
     return frame.reset_index(drop=True)
 
 
@@ -147,7 +157,8 @@ def concat_tables(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
         return empty_table()
     extra: list[str] = []
     for f in frames:
-        extra += [c for c in f.columns[len(CORE_COLUMNS):] if c not in extra]
+        extra += [c for c in f.columns[len(CORE_COLUMNS):] if c not in extra and c not in RUN_COLUMNS]
+    extra += [c for c in RUN_COLUMNS if any(c in f for f in frames)]
     out = pd.concat([f.reindex(columns=[*CORE_COLUMNS, *extra]) for f in frames], ignore_index=True)
     return _cast(out)
 
@@ -155,64 +166,74 @@ def concat_tables(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
 def compare(
     tables: Sequence[pd.DataFrame] | pd.DataFrame,
     *,
+    by: Literal["run", "group"] | None = None,
     step: Literal["last", "all"] | int = "last",
-    match: Literal["name", "depth"] = "name",
+    match: Literal["auto", "name", "order", "depth"] = "auto",
     agg: Literal["mean", "median", "last"] = "mean",
+    a: str | None = None,
+    b: str | None = None,
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    random_state: int = 0,
 ) -> pd.DataFrame:
-    """Put runs side by side: one row per (layer, metric, parameters), one column per run.
+    """Put runs side by side, one row per (layer, metric, parameters), with layers aligned.
 
     Parameters
     ----------
     tables : sequence of DataFrame, or one DataFrame
         Tidy tables; several runs may share a frame, told apart by ``run``.
+    by : None, "run" or "group"
+        ``None`` / ``"run"``: one column per run. ``"group"``: runs pooled by their ``group``
+        column (``attach(group=...)``, run directories): per group ``<g>_mean``, ``<g>_std``
+        (sample std over runs) and ``<g>_runs``; and for groups ``a`` and ``b`` the columns
+        ``diff`` (mean a - mean b), ``ci_low``, ``ci_high`` (``confidence`` percentile bootstrap
+        interval over runs, ``scipy.stats.bootstrap``), ``effect_size`` (Hedges' g) and ``note``
+        (why an interval is missing: "one run per group: no interval", ...).
     step : "last", "all" or int
         ``"last"`` keeps each run's latest step per layer and metric (rows with no step are
         always kept); ``"all"`` keeps ``step`` in the index; an int keeps that step only.
-    match : "name" or "depth"
-        Match layers across runs by module path, or by forward order (``depth``) when the
-        architectures name their layers differently; then ``layer`` shows the first run's name.
+    match : "auto", "name", "order" or "depth"
+        How layers of different runs are paired. ``"auto"``: by module path when every run has
+        the same ``(layer, module)`` pairs, otherwise (a RepdiagWarning says so) by role and
+        forward order: the k-th activation of each run together, the k-th norm layer together,
+        and so on (:func:`align_layers`). ``"name"`` / ``"order"`` force one; ``"depth"`` pairs
+        equal ``depth`` numbers. Aligned layers show the first run's name and depth. When fewer
+        than half of the rows of metrics several runs measure hold two runs, a warning says
+        what to pass.
     agg : "mean", "median" or "last"
         How repeated observations of one cell (several rows at one step) are combined.
+    a, b : str, optional
+        The groups to difference with ``by="group"``; default the first two in order of appearance.
+    confidence, n_resamples, random_state
+        Of the bootstrap interval (95%, 9999 resamples, seed 0: the result is reproducible).
 
     Returns
     -------
     DataFrame
         Index ``(layer, depth, metric, *parameters)`` (plus ``step`` with ``step="all"``);
-        columns the run names, in order of first appearance.
+        columns the run names in order of first appearance, or the group statistics.
+        ``attrs["alignment"]`` is the :func:`align_layers` frame and ``attrs["aligned_by"]``
+        ``"name"``, ``"order"`` or ``"depth"``; with ``by="group"``, ``attrs["groups"]`` maps each
+        group to its runs and ``attrs["a"]``, ``attrs["b"]`` name the groups differenced.
+
+    Examples
+    --------
+    >>> wide = repdiag.compare([table_bn, table_nobn])                      # doctest: +SKIP
+    >>> repdiag.compare(tables, by="group", a="bn", b="nobn")[["diff", "ci_low", "ci_high"]]  # doctest: +SKIP
     """
-    if match not in ("name", "depth"):
-        raise ConfigError(f"match must be 'name' or 'depth'; got {match!r}.")
-    if agg not in ("mean", "median", "last"):
-        raise ConfigError(f"agg must be 'mean', 'median' or 'last'; got {agg!r}.")
-    frame = concat_tables([tables] if isinstance(tables, pd.DataFrame) else list(tables))
-    if frame["run"].isna().any():
-        raise TableError("every row needs a run name to compare runs; pass run=... to attach or set frame['run'].")
-    runs = list(dict.fromkeys(frame["run"].tolist()))
-    params = [c for c in frame.columns[len(CORE_COLUMNS):] if frame[c].notna().any()]
-    key_layer = "layer" if match == "name" else "depth"
-    if step == "last":
-        has_step = frame["step"].notna()
-        last = frame[has_step].groupby(["run", key_layer, "metric"], dropna=False)["step"].transform("max")
-        keep = ~has_step
-        keep.loc[last.index] = frame.loc[last.index, "step"] == last
-        frame = frame[keep.fillna(False).astype(bool)]
-    elif isinstance(step, int) and not isinstance(step, bool):
-        frame = frame[frame["step"] == step]
-    elif step != "all":
-        raise ConfigError(f"step must be 'last', 'all' or an int; got {step!r}.")
-    if match == "depth":
-        names = frame.drop_duplicates("depth")[["depth", "layer"]].set_index("depth")["layer"]
-        frame = frame.assign(layer=frame["depth"].map(names))
-    index = ["layer", "depth", "metric", *params] + (["step"] if step == "all" else [])
-    filled = frame.copy()
-    for p in params:  # pivot drops NaN keys; mark them explicitly
-        filled[p] = filled[p].astype("object").where(filled[p].notna(), "-")
-    func = {"mean": "mean", "median": "median", "last": "last"}[agg]
-    wide = filled.pivot_table(index=index, columns="run", values="value", aggfunc=func, dropna=False, sort=False)
-    wide = wide.reindex(columns=[r for r in runs if r in wide.columns])
-    wide = wide.dropna(how="all")
-    wide.columns.name = "run"
-    return wide
+    from ._compare import compare_tables
+
+    return compare_tables(tables, by=by, step=step, match=match, agg=agg, a=a, b=b, confidence=confidence,
+                          n_resamples=n_resamples, random_state=random_state, stacklevel=2)
+
+
+def align_layers(tables: Sequence[pd.DataFrame] | pd.DataFrame,
+                 match: Literal["auto", "name", "order", "depth"] = "auto") -> pd.DataFrame:
+    """How :func:`compare` pairs the layers of several runs: columns ``run, layer, module, role,
+    depth, key, how`` (see :func:`repdiag._align.align_layers`)."""
+    from ._align import align_layers as _align_layers
+
+    return _align_layers(tables, match)
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:

@@ -8,6 +8,8 @@ optional probe wiring in ``_extensions``.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,12 +21,13 @@ from torch import Tensor, nn
 from .._errors import ConfigError, RepdiagError, ShapeError
 from .._validation import check_choice, check_nonneg_float, check_positive_int
 from ..metrics._registry import LayerData, Metric, Row, resolve_metrics
+from ..runs import History, RunWriter, layer_entries
 from ..tables import concat_tables, empty_table
 from ._buffer import Reservoir
 from ._distributed import rank_seed, sync_target
 from ._extensions import EXTENSION_KEYS, attach_extensions
 from ._hooks import HookedLayer, make_hook
-from ._rows import collect_layer_data, compute_rows, finish_rows
+from ._rows import collect_layer_data, compute_rows, depth_order, finish_rows
 from ._select import LayerSpec, select_layers, unwrap
 from ._stats import StreamingStats
 
@@ -73,6 +76,8 @@ class Recorder:
         metric_options: Mapping[str, Mapping[str, Any]] | None = None,
         distributed: bool | Literal["rank0", "all"] = True,
         distributed_timeout: float | None = None,
+        group: str | None = None,
+        log_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
@@ -93,7 +98,8 @@ class Recorder:
             raise ConfigError(f"distributed must be True, False, 'rank0' or 'all'; got {distributed!r}.")
         self.distributed = distributed
         self.distributed_timeout = distributed_timeout
-        self.run = run
+        self.run = run if run is not None or log_dir is None else os.path.basename(os.path.abspath(log_dir))
+        self.group = group
         self.model = model
         self.inner = unwrap(model)
         self.metrics: list[Metric] = resolve_metrics(metrics)
@@ -102,7 +108,6 @@ class Recorder:
         self._active = True  # step 0 is due
         self._paused = 0
         self._detached = False
-        self._history: list[pd.DataFrame] = []
         self._callbacks: list[StepCallback] = []
         self.skipped: list[tuple[str, str, str]] = []  # (metric, layer, reason) of the last table()
         modules = dict(self.inner.named_modules())
@@ -110,6 +115,7 @@ class Recorder:
             name: HookedLayer(name, modules[name], Reservoir(self.max_samples, rank_seed(self.seed, distributed)))
             for name in select_layers(self.inner, layers)
         }
+        self._history = _make_history(self, layers, log_dir)  # finished rows: in memory, or in log_dir
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         # one float32 work buffer per device, as large as the largest activation, reused by every
         # hook for the zero mask (fresh allocations of that size dominate the hook's cost)
@@ -229,7 +235,7 @@ class Recorder:
     def snapshot(self, *, reset: bool = False) -> pd.DataFrame:
         """Compute the metrics now, keep the rows in the recorder's history (step = steps
         completed), and optionally :meth:`reset` the buffers. Returns the new rows."""
-        frame = finish_rows(self, self.compute(), step=self.step_count)
+        frame = self._history.label(finish_rows(self, self.compute(), step=self.step_count))
         self._history.append(frame)
         if reset:
             self.reset()
@@ -238,9 +244,9 @@ class Recorder:
     def table(self) -> pd.DataFrame:
         """The tidy table: every snapshot and callback row so far, plus the metrics computed on the
         current buffers (when anything was captured since the last reset)."""
-        frames = list(self._history)
+        frames = self._history.frames()
         if sync_target(self.distributed) is not None or any(lay.reservoir.seen for lay in self._layers.values()):
-            frames.append(finish_rows(self, self.compute(), step=self.step_count))
+            frames.append(self._history.label(finish_rows(self, self.compute(), step=self.step_count)))
         return concat_tables(frames) if frames else empty_table()
 
     def reset(self) -> None:
@@ -270,7 +276,13 @@ class Recorder:
             raise RepdiagError("this recorder is detached; call repdiag.attach(model) again to record more.")
 
     def detach(self) -> None:
-        """Remove every hook; the model is as it was before :func:`attach`. Idempotent."""
+        """Remove every hook; the model is as it was before :func:`attach`. Idempotent.
+
+        With ``log_dir``, what was captured since the last snapshot is first written as a last
+        snapshot (not when an exception is being handled)."""
+        if self._history.writing and not self._detached and sys.exc_info()[0] is None \
+                and any(lay.reservoir.seen for lay in self._layers.values()):
+            self.snapshot(reset=True)
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -293,6 +305,22 @@ class Recorder:
                 f"max_samples={self.max_samples}, reduce={self.reduce!r}, step={self.step_count})")
 
 
+def _make_history(rec: Recorder, layers: LayerSpec, log_dir: str | os.PathLike[str] | None) -> History:
+    """Where ``rec`` keeps finished rows: a run directory when ``log_dir`` is given (memory stays
+    fixed), else a list; with ``group`` or ``log_dir`` the rows get ``group`` and ``seed`` columns."""
+    labelled = rec.group is not None or log_dir is not None
+    writer = None
+    if log_dir is not None:
+        config = {"layers": layers, "resolved_layers": list(rec._layers), "every": rec.every,
+                  "max_samples": rec.max_samples, "reduce": rec.reduce, "metrics": [m.name for m in rec.metrics],
+                  "capture": rec.capture, "feature_dim": rec.feature_dim, "batch_dim": rec.batch_dim,
+                  "sparsity_eps": rec.sparsity_eps, "snapshot_every": rec.snapshot_every,
+                  "metric_options": rec.metric_options, "distributed": rec.distributed}
+        writer = RunWriter(log_dir, {"run": rec.run, "group": rec.group, "seed": rec.seed, "config": config})
+    return History(writer, {"group": rec.group, "seed": rec.seed} if labelled else None,
+                   lambda: layer_entries([(lay.name, lay.kind, lay.layout) for lay in rec._ordered()], depth_order(rec)))
+
+
 def attach(
     model: nn.Module,
     layers: LayerSpec = "auto",
@@ -303,6 +331,8 @@ def attach(
     metrics: str | Sequence[str] | None = "default",
     run: str | None = None,
     seed: int = 0,
+    group: str | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> Recorder:
     """Hook ``model`` and record per-layer activations; returns a :class:`Recorder`.
@@ -329,9 +359,19 @@ def attach(
     metrics : "default", "all", list of str, or None
         Metric plugins :meth:`Recorder.table` computes (``repdiag metrics`` lists them).
     run : str
-        Run name written in the table's ``run`` column.
+        Run name written in the table's ``run`` column (default with ``log_dir``: the
+        directory's name).
     seed : int
-        Seed of the reservoirs' own generators (the global RNG is never touched).
+        Seed of the reservoirs' own generators (the global RNG is never touched); also the
+        run's seed in the ``seed`` column and the run directory's metadata.
+    group : str, optional
+        The condition the run belongs to (``"bn"``, ``"nobn"``); with it the table gets
+        ``group`` and ``seed`` columns, and ``repdiag.compare(tables, by="group")`` pools runs.
+    log_dir : path-like, optional
+        Write a run directory as training goes (``docs/runs.md``): ``meta.json`` and each
+        snapshot's and probe's rows as a Parquet part, so a killed run keeps every snapshot it
+        completed and the recorder holds no rows in memory. :meth:`Recorder.detach` writes what
+        was captured since the last snapshot. Read it with :func:`repdiag.load_run`.
     **options
         ``capture="input"`` records each module's input instead of its output (the
         post-activation input of the next layer in nets with functional activations);
@@ -346,8 +386,10 @@ def attach(
     """
     ext = {k: options.pop(k) for k in list(options) if k in EXTENSION_KEYS}
     rec = Recorder(model, layers, every=every, max_samples=max_samples, reduce=reduce, metrics=metrics, run=run,
-                   seed=seed, **options)
+                   seed=seed, group=group, log_dir=log_dir, **options)
     try:
+        if rec._history.writer is not None:
+            rec._history.writer.add_config(ext)
         attach_extensions(rec, ext)
     except BaseException:
         rec.detach()

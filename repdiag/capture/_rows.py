@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from .._errors import RepdiagWarning
+from .._layers import module_layers, run_depths
 from ..metrics._registry import LayerData, Metric, Row, iter_rows
 from ..tables import MODEL_LAYER, make_table
 from ._distributed import gather_layer_data, sync_target
@@ -18,7 +19,7 @@ from ._distributed import gather_layer_data, sync_target
 if TYPE_CHECKING:  # pragma: no cover
     from ._recorder import Recorder
 
-__all__ = ["collect_layer_data", "compute_rows", "finish_rows"]
+__all__ = ["collect_layer_data", "compute_rows", "finish_rows", "depth_order"]
 
 
 def collect_layer_data(rec: Recorder) -> list[LayerData]:
@@ -82,17 +83,24 @@ def compute_rows(rec: Recorder, metrics: Sequence[Metric], *, stacklevel: int) -
     return rows
 
 
+def depth_order(rec: Recorder) -> dict[str, int]:
+    """One depth per layer of the run (:func:`repdiag._layers.run_depths`): the hooked layers in
+    forward order with the other layers rows name (BN of the gamma table, probe layers) between them."""
+    return run_depths(module_layers(rec.inner), [lay.name for lay in rec._ordered() if lay.depth is not None])
+
+
 def finish_rows(rec: Recorder, rows: Iterable[Row], *, step: int | None) -> pd.DataFrame:
     """``rows`` as a table frame, with the recorder's run, ``step`` and model-level defaults filled
-    in and ``value`` a float (``None`` -> NaN)."""
+    in, ``depth`` unique per layer (:func:`depth_order`) and ``value`` a float (``None`` -> NaN)."""
     out = []
+    depths = depth_order(rec)
     for r in rows:
         r = dict(r)
         r.setdefault("run", rec.run)
         r.setdefault("step", step)
         r.setdefault("layer", MODEL_LAYER)
         r.setdefault("module", type(rec.inner).__name__)
-        r.setdefault("depth", -1)
+        r["depth"] = depths.get(r["layer"], r.get("depth", -1))
         r.setdefault("n", pd.NA)
         v = r.get("value")
         r["value"] = float("nan") if v is None else float(v)
