@@ -187,23 +187,29 @@ def test_different_architectures_matched_by_forward_order(tmp_path: Path) -> Non
     out = tmp_path / "out"
     assert main(["report", str(a), str(b), "--out", str(out), *FAST]) == 0
     text = " ".join(parse(out / "report.html").text)
-    assert "matched by forward order" in text
+    assert "matched by role and forward order" in text
     table = read_table(out / "table.csv")  # the table keeps each run's real names
     assert "14" in set(table.loc[table["run"] == "cnn", "layer"]) and "14" not in set(table.loc[table["run"] == "mlp", "layer"])
 
 
-def test_match_layers_rules() -> None:
-    from repdiag.report import match_layers
+def test_match_tables_aligns_shifted_indices_by_role_and_order() -> None:
+    from repdiag.report import match_tables
+    from repdiag.tables import make_table
 
-    same = match_layers({"a": ["x.1", "x.3"], "b": ["x.1", "x.3"]}, {"a": ["x", "x.0", "x.1", "x.2", "x.3"]})
-    assert same.how == "name" and same.renames == {} and same.note == ""
-    assert same.order.index("x.1") < same.order.index("x.2") < same.order.index("x.3")
-    diff = match_layers({"a": ["f.0", "f.2"], "b": ["g.1", "g.4", "g.7"]})
-    assert diff.how == "order"
-    assert diff.renames["b"] == {"g.1": "f.0", "g.4": "f.2"}
-    assert diff.order[:3] == ["f.0", "f.2", "g.7"]
-    frame = pd.DataFrame({"run": ["a", "b"], "layer": ["f.2", "g.4"]})
-    assert diff.apply(frame)["layer"].tolist() == ["f.2", "f.2"]
+    def rows(run: str, layers: list[tuple[str, str]]) -> pd.DataFrame:
+        return make_table([{"run": run, "layer": lay, "module": mod, "depth": i, "metric": "m", "value": 1.0}
+                           for i, (lay, mod) in enumerate(layers)])
+
+    same = match_tables([rows("a", [("x.1", "ReLU"), ("x.3", "ReLU")]), rows("b", [("x.1", "ReLU"), ("x.3", "ReLU")])])
+    assert same.how == "name" and same.renames == {} and same.note == "" and same.order == ["x.1", "x.3"]
+    bn = rows("bn", [("f.1", "BatchNorm1d"), ("f.2", "ReLU"), ("f.4", "BatchNorm1d"), ("f.5", "ReLU")])
+    diff = match_tables([bn, rows("nobn", [("f.1", "ReLU"), ("f.3", "ReLU")])])
+    assert diff.how == "order" and "role and forward order" in diff.note
+    assert diff.renames["nobn"] == {"f.1": "f.2", "f.3": "f.5"}  # ReLU with ReLU, never with a BatchNorm
+    assert diff.order == ["f.1", "f.2", "f.4", "f.5"]
+    frame = pd.DataFrame({"run": ["bn", "nobn"], "layer": ["f.5", "f.3"]})
+    assert diff.apply(frame)["layer"].tolist() == ["f.5", "f.5"]
+    assert diff.alignment is not None and set(diff.alignment.columns) >= {"run", "layer", "key", "how"}
 
 
 def test_format_value() -> None:

@@ -106,7 +106,8 @@ def test_depth_plot_has_axis_meaning_bands_over_seeds_and_a_legend_off_the_axes(
                                torch.tensor([0.2, 0.32], dtype=torch.float64))
     assert ax.get_legend() is None and len(fig.legends) == 1  # the legend sits outside the axes
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["bn (mean of 3 runs)", "nobn (mean of 3 runs)"]
+    assert labels == ["bn (3 runs)", "nobn (3 runs)"]
+    assert "mean over a group's runs" in fig.legends[0].get_title().get_text()
     fig.canvas.draw()
     box, axbox = fig.legends[0].get_window_extent(), ax.get_window_extent()
     assert box.y1 <= axbox.y0  # below the axes: it covers no line
@@ -126,7 +127,7 @@ def test_steps_plot_has_a_panel_per_layer_and_bands() -> None:
     assert panels[0].get_ylabel() == y_label("w1_shift") and "lower is better" in panels[0].get_ylabel()
     torch.testing.assert_close(torch.tensor(panels[0].get_lines()[0].get_ydata(), dtype=torch.float64),
                                torch.tensor([1.5, 11.5, 21.5], dtype=torch.float64))
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["bn (mean of 2 runs)", "nobn (mean of 2 runs)"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["bn (2 runs)", "nobn (2 runs)"]
 
 
 def test_embedding_panel_has_a_class_legend() -> None:
@@ -152,7 +153,7 @@ def test_sparsity_readings_equal_on_mlps_are_noted_with_the_reason() -> None:
 def test_doctests_of_the_report_modules() -> None:
     import doctest
 
-    from repdiag.report import _axes, _plots, _sections
+    from repdiag.report import _axes, _match, _plots, _sections
 
-    for mod in (_axes, _plots, _sections):
+    for mod in (_axes, _match, _plots, _sections):
         assert doctest.testmod(mod, raise_on_error=False).failed == 0, mod.__name__

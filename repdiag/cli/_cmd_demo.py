@@ -1,7 +1,8 @@
 """``repdiag demo``: the embedded default. Trains the SmallCNN of RESEARCH.md with and without
-BatchNorm on the bundled digits, recording with ``attach`` during training (values over steps,
-plus the EM-shift and landscape probes), saves both checkpoints with
-``repdiag.save_checkpoint``, loads them back and writes the side-by-side report."""
+BatchNorm on the bundled digits, several seeds per arm, recording with ``attach`` into one run
+directory per run (values over steps, plus the EM-shift and landscape probes) and saving each
+model there as ``final.pt`` with ``repdiag.save_checkpoint``; then writes the report from those
+run directories, exactly as ``repdiag report OUT/runs/*`` would."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from typing import Any
 
 from ._cmd_report import add_common, finish, parse_metrics, pick_names
 
-RUNS = (("bn", "bn"), ("nobn", "none"))  # (run name, small_cnn norm)
+RUNS = (("bn", "bn"), ("nobn", "none"))  # (group name, small_cnn norm)
 TRAINING_PLOTS = ("sparsity", "silhouette_labels", "channels_off", "loss", "loss_range_rel", "grad_change_rel",
                   "beta_smoothness", "ics_rel", "ics_cos", "w1_shift", "w1_shift_unit")
 """Metrics drawn over training steps with ``--training-plots auto`` (those the table holds)."""
 
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``repdiag demo``."""
+    p.add_argument("--seeds", type=int, default=3, help="runs (seeds) per arm, BN and no BN (default: 3)")
     p.add_argument("--epochs", type=int, default=12, help="training epochs per model (default: 12)")
     p.add_argument("--lr", type=float, default=0.02, help="SGD learning rate, momentum 0.9 (default: 0.02)")
     p.add_argument("--record-every", type=int, default=10, metavar="STEPS",
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .._errors import ConfigError
 
-    for flag, value in (("--epochs", args.epochs), ("--record-every", args.record_every),
+    for flag, value in (("--seeds", args.seeds), ("--epochs", args.epochs), ("--record-every", args.record_every),
                         ("--embed-samples", args.embed_samples)):
         if value < 1:
             raise ConfigError(f"{flag} must be an integer >= 1; got {value}.")
@@ -69,61 +70,124 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, metrics: str | list[str], t0: float) -> int:
+    import shutil
     import warnings
     from pathlib import Path
 
     import torch
     from torch import nn
 
-    from .._errors import RepdiagWarning
+    from .._errors import ConfigError, RepdiagWarning
     from ..capture import attach
-    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..checkpoint import save_checkpoint
     from ..data import digits_split
     from ..models import he_init, small_cnn
-    from ..tables import concat_tables
+    from ..runs import is_run_dir
     from ..training import accuracy, fit
-    from ._cmd_report import assemble, versions
-    from ._data import DataSource
-    from ._evaluate import evaluate, progress_bar
+    from ._evaluate import W_EMBED, W_EVAL, W_UMAP_IMPORT, Progress
 
     xtr, ytr, xte, yte = digits_split(seed=args.seed)
-    steps_per_epoch = (xtr.shape[0] + 63) // 64
-    results, trained, notes = [], [], []
+    steps = args.epochs * ((xtr.shape[0] + 63) // 64)
     out = Path(args.out)
+    runs = [(f"{group}-s{k}", group, norm, args.seed + k) for group, norm in RUNS for k in range(args.seeds)]
+    dirs = [out / "runs" / name for name, *_ in runs]
+    for d in dirs:  # a previous demo's run of the same name is replaced; anything else is left alone
+        if d.exists() and not is_run_dir(d):
+            raise ConfigError(f"--out {str(out)!r} holds {str(d)!r}, which is not a run directory of a previous demo; "
+                              "choose another --out.")
+    embeds = _EMBED_GUESS * len(RUNS) if args.embedding != "none" else 0  # corrected once the layers are known
+    bar = Progress(len(runs) * (steps + W_EVAL) + embeds * W_EMBED + W_UMAP_IMPORT * (args.embedding == "umap"),
+                   args.quiet)
+    notes = []
     probes_on = args.probes == "on"
-    for name, norm in RUNS:
-        model = he_init(small_cnn(norm), torch.Generator().manual_seed(args.seed))
+    for i, ((name, group, norm, seed), run_dir) in enumerate(zip(runs, dirs)):
+        bar.phase(f"train {name} ({i + 1}/{len(runs)})")
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        model = he_init(small_cnn(norm), torch.Generator().manual_seed(seed))
         opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
         extra = _probe_options(xte[:256], nn.CrossEntropyLoss(), opt, args.record_every, probes_on)
         rec = attach(model, every=1, snapshot_every=args.record_every, max_samples=512, metrics=metrics, run=name,
-                     seed=args.seed, **extra)
-        with progress_bar(args.epochs * steps_per_epoch, f"train {name}", args.quiet, "step") as bar:
-            try:
-                fit(model, xtr, ytr, epochs=args.epochs, optimizer=opt, seed=args.seed, recorder=rec, progress=bar)
-            finally:
-                rec.detach()
+                     group=group, seed=seed, log_dir=run_dir, **extra)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RepdiagWarning)  # early snapshots: skipped/undefined metrics are expected
-            trained.append(rec.table())
-        acc = accuracy(model, xte, yte)
-        notes.append(f"{name}: small_cnn(norm={norm!r}), {args.epochs} epochs, test accuracy {acc:.3f}")
-        save_checkpoint(model, out / f"{name}.pt", factory="repdiag.models:small_cnn", norm=norm)
-    data = DataSource(xte, yte, "digits (held-out 25% of scikit-learn's 8x8 digits, standardised)")
-    for name, _ in RUNS:
-        model = load_checkpoint(out / f"{name}.pt")  # the safe path a stranger's checkpoint takes
-        results.append(evaluate(model, data, name=name, metrics=metrics, quiet=args.quiet, seed=args.seed))
-    meta = {"command": "repdiag " + " ".join(getattr(args, "argv", None) or sys.argv[1:]), "data": data.description,
-            "training": "; ".join(notes),
-            "probes during training": "EM shift, landscape" if probes_on else "none",
-            **versions(("umap-learn",) if args.embedding == "umap" else ())}
-    sources = {name: str(out / f"{name}.pt") for name, _ in RUNS}
-    report = assemble(results, embedding=args.embedding, embed_layers=args.embed_layers,
-                      embed_samples=args.embed_samples, seed=args.seed, quiet=args.quiet, meta=meta, sources=sources,
-                      training=concat_tables(trained))
-    report.training_metrics = _training_plots(args.training_plots, report.training)
-    code = finish(report, str(out), args.quiet)
-    print(f"demo finished in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            try:
+                fit(model, xtr, ytr, epochs=args.epochs, optimizer=opt, seed=seed, recorder=rec, progress=bar)
+            finally:
+                rec.detach()
+        notes.append(f"{name}: small_cnn(norm={norm!r}), seed {seed}, test accuracy {accuracy(model, xte, yte):.3f}")
+        save_checkpoint(model, run_dir / "final.pt", factory="repdiag.models:small_cnn", norm=norm)
+    code = _report(args, metrics, [str(d) for d in dirs], (xte, yte), notes, bar)
+    bar.close(f"done in {time.perf_counter() - t0:.0f} s")
     return code
+
+
+def _report(args: argparse.Namespace, metrics: str | list[str], dirs: list[str], test: tuple[Any, Any],
+            notes: list[str], bar: Any) -> int:
+    """The report from the run directories ``dirs``: what ``repdiag report DIRS`` does, with the
+    demo's held-out digits and one progress bar."""
+    from .._errors import ConfigError
+    from ..checkpoint import load_checkpoint
+    from ._cmd_report import assemble, choose_embed_layers, versions
+    from ._data import DataSource
+    from ._evaluate import W_EMBED, W_EVAL, W_UMAP_IMPORT, evaluate
+    from ._runs import finish_report, gather_sources, training_rows
+
+    data = DataSource(test[0], test[1], "digits (held-out 25% of scikit-learn's 8x8 digits, standardised)")
+    inputs = gather_sources(dirs, None, None)
+    results = []
+    for s in inputs:
+        if s.checkpoint is None:  # every demo run saved final.pt; a missing one is a bug, loudly
+            raise ConfigError(f"run directory {s.arg!r} lacks final.pt.")
+        bar.phase(f"measure {s.name} (final.pt)")
+        model = load_checkpoint(s.checkpoint)  # the safe path a stranger's checkpoint takes
+        results.append(evaluate(model, data, name=s.name, metrics=metrics, quiet=True, seed=args.seed))
+        bar.advance(W_EVAL)
+    meta = {"command": "repdiag " + " ".join(getattr(args, "argv", None) or sys.argv[1:]), "data": data.description,
+            "training": f"{args.epochs} epochs, SGD lr {args.lr} momentum 0.9; " + "; ".join(notes),
+            "probes during training": "EM shift, landscape" if args.probes == "on" else "none",
+            **versions(("umap-learn",) if args.embedding == "umap" else ())}
+    firsts = list({s.group: s.name for s in reversed(inputs)}.values())[::-1]  # one run per group is embedded
+    if args.embedding != "none":
+        n_layers = len(choose_embed_layers(args.embed_layers, results[0].layers))
+        bar.grow(W_EMBED * (n_layers - _EMBED_GUESS) * len(firsts))
+    if args.embedding == "umap":
+        bar.phase("import umap (numba cache)")
+        _import_umap()
+        bar.advance(W_UMAP_IMPORT)
+    if args.embedding != "none":
+        bar.phase(f"{args.embedding} of {len(firsts)} runs x {n_layers} layers")
+    report = assemble(results, embedding=args.embedding, embed_layers=args.embed_layers,
+                      embed_samples=args.embed_samples, seed=args.seed, quiet=True, meta=meta, sources={},
+                      training=training_rows(inputs), embed_runs=firsts, bar=_Scaled(bar, W_EMBED))
+    report = finish_report(report, inputs)
+    report.training_metrics = _training_plots(args.training_plots, report.training)
+    return finish(report, args.out, args.quiet, bar=bar)
+
+
+_EMBED_GUESS = 3  # layers embedded by default (first, middle, last)
+
+
+def _import_umap() -> None:
+    """Import umap-learn (seconds) with numba's on-disk cache set, so the bar can say so."""
+    import warnings
+
+    from ..report import numba_cache_dir
+
+    numba_cache_dir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import umap  # noqa: F401
+
+
+class _Scaled:
+    """Stands in for a tqdm bar: each ``update(1)`` advances ``bar`` by ``weight``."""
+
+    def __init__(self, bar: Any, weight: float) -> None:
+        self.bar, self.weight = bar, weight
+
+    def update(self, n: float = 1.0) -> None:
+        self.bar.advance(n * self.weight)
 
 
 def _training_plots(spec: str, training: Any) -> list[str] | None:

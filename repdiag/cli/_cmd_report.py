@@ -1,5 +1,6 @@
-"""``repdiag report CKPT [CKPT ...]``: load checkpoints safely, run them over data through
-``attach``, and write ``table.csv``, ``report.html`` and ``report.md`` with the runs side by side."""
+"""``repdiag report RUN_OR_CKPT [...]``: read run directories (the rows logged in training), load
+checkpoints safely and run them over data through ``attach``, and write ``table.csv``,
+``report.html`` and ``report.md`` with the runs (and groups of runs) side by side."""
 
 from __future__ import annotations
 
@@ -38,14 +39,19 @@ def add_common(p: argparse.ArgumentParser, *, out_default: str) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``repdiag report``."""
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT",
-                   help="checkpoint files: state dict (.pt/.pth, common wrappers), .safetensors, TorchScript")
+    p.add_argument("checkpoints", nargs="+", metavar="RUN_OR_CKPT",
+                   help="run directories (attach(..., log_dir=...); their final.pt is evaluated when present) and "
+                        "checkpoint files: state dict (.pt/.pth, common wrappers), .safetensors, TorchScript")
+    p.add_argument("--group", action="append", metavar="NAME=GLOB",
+                   help="put the inputs whose path matches GLOB in group NAME (repeatable; quote the glob); "
+                        "default: a run directory's own group, a checkpoint alone")
     p.add_argument("--model", action="append", metavar="SPEC",
                    help="architecture: package.module:factory or path/file.py:factory; once for all checkpoints "
                         "or once per checkpoint (not needed for checkpoints from repdiag.save_checkpoint)")
     p.add_argument("--model-kwargs", action="append", metavar="JSON",
                    help="keyword arguments of the factory as a JSON object; once, or once per --model")
-    p.add_argument("--names", metavar="NAMES", help="comma-separated run names (default: checkpoint file names)")
+    p.add_argument("--names", metavar="NAMES",
+                   help="comma-separated run names, one per input (default: run names, checkpoint file names)")
     p.add_argument("--data", default="digits", metavar="SPEC",
                    help="'digits' (default), a .npz with x and y, a .pt tensor file, or module:function "
                         "returning a Dataset, DataLoader or (x, y)")
@@ -172,16 +178,19 @@ def choose_embed_layers(spec: str, hooked: Sequence[str]) -> list[str]:
 
 def assemble(results: Sequence[RunResult], *, embedding: str, embed_layers: str, embed_samples: int, seed: int,
              quiet: bool, meta: dict[str, str], sources: dict[str, str],
-             training: pd.DataFrame | None = None) -> ReportData:
+             training: pd.DataFrame | None = None, embed_runs: Sequence[str] | None = None,
+             bar: Any = None) -> ReportData:
     """Match layers, embed the chosen layers' samples, and gather a :class:`ReportData`."""
+    from contextlib import nullcontext
+
     import torch
 
-    from ..report import ReportData, embed, match_layers
+    from ..report import ReportData, embed, match_tables
     from ..tables import concat_tables
     from ._evaluate import progress_bar
 
     runs = [r.name for r in results]
-    match = match_layers({r.name: r.layers for r in results}, {r.name: r.modules for r in results})
+    match = match_tables([r.table for r in results] + ([training] if training is not None else []))
     table = concat_tables([r.table for r in results])
     notes = [w for r in results for w in r.warnings]
     data = ReportData(runs, table, match, training=training, sources=sources, meta=meta, notes=notes,
@@ -191,9 +200,11 @@ def assemble(results: Sequence[RunResult], *, embedding: str, embed_layers: str,
     if embedding != "none":
         data.embed_layers = choose_embed_layers(embed_layers, hooked)
         todo = [(r, orig) for r in results for orig in r.layers
-                if match.renames.get(r.name, {}).get(orig, orig) in data.embed_layers]
+                if match.renames.get(r.name, {}).get(orig, orig) in data.embed_layers
+                and (embed_runs is None or r.name in embed_runs)]
         g = torch.Generator().manual_seed(seed)
-        with progress_bar(len(todo), f"{embedding} embedding", quiet, "layer") as bar:
+        with nullcontext(bar) if bar is not None else progress_bar(len(todo), f"{embedding} embedding", quiet,
+                                                                   "layer") as bar:
             for r, orig in todo:
                 x, y = r.samples[orig]
                 if x.shape[0] > embed_samples:
@@ -231,15 +242,15 @@ def print_summary(data: ReportData, paths: dict[str, Path], quiet: bool) -> None
     print(f"report: {paths['html']}\ntable:  {paths['table']}\nmarkdown: {paths['markdown']}")
 
 
-def _load_all(args: argparse.Namespace, names: list[str]) -> list[Any]:
+def _load_all(args: argparse.Namespace, paths: list[str]) -> list[Any]:
     from ..checkpoint import load_checkpoint
 
-    specs = _per_checkpoint(args.model, len(args.checkpoints), "--model")
-    kw_texts = _per_checkpoint(args.model_kwargs, len(args.checkpoints), "--model-kwargs")
+    specs = _per_checkpoint(args.model, len(paths), "--model")
+    kw_texts = _per_checkpoint(args.model_kwargs, len(paths), "--model-kwargs")
     if args.model_kwargs and not args.model:
         raise ConfigError("--model-kwargs needs --model (the factory it is passed to).")
     models = []
-    for path, spec, kw in zip(args.checkpoints, specs, kw_texts):
+    for path, spec, kw in zip(paths, specs, kw_texts):
         kwargs = _kwargs(kw) if kw is not None else None
         models.append(load_checkpoint(path, factory=spec, model_kwargs=kwargs, trust=args.trust_checkpoint))
     return models
@@ -250,33 +261,38 @@ def run(args: argparse.Namespace) -> int:
     _positive(args.samples, "--samples")
     _positive(args.batch_size, "--batch-size")
     _positive(args.embed_samples, "--embed-samples")
-    names = run_names(args.checkpoints, args.names)
     metrics = parse_metrics(args.metrics)
     layers = parse_layers(args.layers)
     from ._data import load_data
     from ._evaluate import check_device, evaluate
+    from ._runs import finish_report, gather_sources, training_rows
 
     device = check_device(args.device)
-    models = _load_all(args, names)
+    inputs = gather_sources(args.checkpoints, args.names, args.group)
+    evaluated = [s for s in inputs if s.checkpoint is not None]
+    models = _load_all(args, [str(s.checkpoint) for s in evaluated])
     data = load_data(args.data, samples=args.samples, seed=args.seed)
-    results = [evaluate(m, data, name=n, layers=layers, metrics=metrics, batch_size=args.batch_size, device=device,
-                        quiet=args.quiet, seed=args.seed) for m, n in zip(models, names)]
+    results = [evaluate(m, data, name=s.name, layers=layers, metrics=metrics, batch_size=args.batch_size,
+                        device=device, quiet=args.quiet, seed=args.seed) for m, s in zip(models, evaluated)]
     meta = {"command": "repdiag " + " ".join(getattr(args, "argv", None) or sys.argv[1:]), "data": data.description,
             **versions(("umap-learn",) if args.embedding == "umap" else ())}
-    sources = {n: str(p) for n, p in zip(names, args.checkpoints)}
     report = assemble(results, embedding=args.embedding, embed_layers=args.embed_layers,
-                      embed_samples=args.embed_samples, seed=args.seed, quiet=args.quiet, meta=meta, sources=sources)
-    return finish(report, args.out, args.quiet)
+                      embed_samples=args.embed_samples, seed=args.seed, quiet=args.quiet, meta=meta, sources={},
+                      training=training_rows(inputs))
+    return finish(finish_report(report, inputs), args.out, args.quiet)
 
 
-def finish(report: ReportData, out: str, quiet: bool) -> int:
-    """Write the report files and print the summary."""
+def finish(report: ReportData, out: str, quiet: bool, bar: Any = None) -> int:
+    """Write the report files and print the summary (``bar``: a ``Progress`` to advance)."""
     from ..report import write_report
+    from ._evaluate import W_WRITE, plot_progress
 
     for note in report.notes:
         print(f"warning: {note}", file=sys.stderr)
     try:
-        paths = write_report(report, out)
+        paths = write_report(report, out, **plot_progress(report, bar))
+        if bar is not None:
+            bar.advance(W_WRITE)
     except OSError as exc:
         raise ConfigError(f"cannot write the report to --out {out!r}: {exc.strerror or exc}. Choose a writable "
                           "directory.") from exc

@@ -3,7 +3,7 @@ base64 PNG), 2-D embeddings (UMAP or PCA) and layer matching across runs. Reads 
 arrays; computes no metric."""
 
 from ._embedding import EMBEDDINGS, embed, numba_cache_dir
-from ._match import LayerMatch, layer_positions, match_layers
+from ._match import LayerMatch, layer_positions, match_tables
 from ._summary import ReportData, format_value, summary_frame
 from ._html import render_html
 from ._write import Figure, PlannedFigure, make_figures, plan_figures, render_markdown, write_report
@@ -18,7 +18,7 @@ __all__ = [
     "format_value",
     "layer_positions",
     "make_figures",
-    "match_layers",
+    "match_tables",
     "numba_cache_dir",
     "plan_figures",
     "render_html",

@@ -82,10 +82,12 @@ def axis_text(metric: str) -> str:
 
 
 def y_label(metric: str) -> str:
-    """The y-axis label of a plot of ``metric``: its meaning, then the direction on a second line.
+    """The y-axis label of a plot of ``metric``: its meaning (wrapped), then the direction.
 
-    >>> y_label("davies_bouldin_labels")
-    'Davies-Bouldin index of the classes\\n(\u2193 lower is better)'
+    >>> y_label("kmeans_nmi")
+    'NMI of k-means and labels\\n(\u2191 higher is better)'
     """
+    import textwrap
+
     arrow = {"higher": "\u2191 ", "lower": "\u2193 "}.get(better_of(metric), "")
-    return f"{meaning_of(metric)}\n({arrow}{axis_text(metric)})"
+    return "\n".join(textwrap.wrap(meaning_of(metric), 34)) + f"\n({arrow}{axis_text(metric)})"

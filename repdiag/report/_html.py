@@ -135,7 +135,7 @@ def _lead(data: ReportData) -> str:
 
 
 def _alignment_block(data: ReportData) -> list[str]:
-    al = data.alignment
+    al = data.match.alignment
     if al is None or al.empty:
         return []
     wide = al.pivot_table(index="key", columns="run", values="layer", aggfunc="first", sort=False)

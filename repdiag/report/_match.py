@@ -1,16 +1,17 @@
-"""Matching layers across runs: by module path when the runs hook the same layers, else by
-forward order (the i-th hooked layer of every run is compared), and the report says so."""
+"""The report's view of how layers line up across runs: :func:`repdiag.tables.align_layers`
+(by name where the runs' names agree, else by role and forward order) turned into labels for the
+plots and a note for the reader."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from ..tables import MODEL_LAYER
 
-__all__ = ["LayerMatch", "match_layers"]
+__all__ = ["LayerMatch", "layer_positions", "match_tables"]
 
 
 @dataclass
@@ -19,22 +20,25 @@ class LayerMatch:
 
     Attributes
     ----------
-    how : {"name", "order"}
-        ``"name"``: every run hooked the same module paths. ``"order"``: the architectures differ,
-        so the i-th hooked layer of each run is labelled with the first run's i-th name.
+    how : {"name", "order", "depth"}
+        ``"name"``: every run has the same layers. ``"order"``: the names differ, so the k-th
+        layer of each role (activation, norm, ...) is labelled with the first run's name of it.
     order : list of str
-        Matched layer labels in forward order (hooked layers first, then other layers that rows
-        name, such as BN layers of the gamma table).
+        Matched layer labels in forward order.
     renames : dict
         ``{run: {original layer: matched label}}`` for ``how == "order"`` (empty otherwise).
     note : str
         One sentence for the report.
+    alignment : DataFrame or None
+        The :func:`repdiag.tables.align_layers` frame (``run, layer, module, role, depth, key,
+        how``) behind it.
     """
 
     how: str
     order: list[str]
     renames: dict[str, dict[str, str]] = field(default_factory=dict)
     note: str = ""
+    alignment: pd.DataFrame | None = None
 
     def apply(self, table: pd.DataFrame) -> pd.DataFrame:
         """``table`` with each run's layer names replaced by the matched labels."""
@@ -47,60 +51,42 @@ class LayerMatch:
         return out
 
 
-def match_layers(hooked: Mapping[str, Sequence[str]], module_order: Mapping[str, Sequence[str]] | None = None
-                 ) -> LayerMatch:
-    """Match the hooked layers of several runs.
-
-    Parameters
-    ----------
-    hooked : mapping run -> list of str
-        Each run's hooked layers, in forward order.
-    module_order : mapping run -> list of str, optional
-        Each run's module paths in ``named_modules()`` order, used to place layers that rows
-        name but that were not hooked (BN layers of the gamma table).
+def match_tables(tables: Sequence[pd.DataFrame]) -> LayerMatch:
+    """Align the layers of the runs in ``tables`` (several tables may hold rows of one run:
+    evaluation and training) with :func:`repdiag.tables.align_layers`.
 
     Examples
     --------
-    >>> match_layers({"a": ["1", "3"], "b": ["1", "3"]}).how
-    'name'
-    >>> m = match_layers({"a": ["f.0", "f.2"], "b": ["g.1", "g.4"]})
-    >>> m.how, m.renames["b"]["g.4"]
-    ('order', 'f.2')
+    >>> from repdiag.tables import make_table
+    >>> bn = make_table([{"run": "bn", "layer": "2", "module": "ReLU", "depth": 2, "metric": "m", "value": 1},
+    ...                  {"run": "bn", "layer": "1", "module": "BatchNorm1d", "depth": 1, "metric": "g", "value": 1}])
+    >>> plain = make_table([{"run": "nobn", "layer": "1", "module": "ReLU", "depth": 1, "metric": "m", "value": 2}])
+    >>> m = match_tables([bn, plain])
+    >>> m.how, m.renames, m.order
+    ('order', {'nobn': {'1': '2'}}, ['1', '2'])
     """
-    runs = list(hooked)
-    lists = [list(hooked[r]) for r in runs]
-    module_order = module_order or {}
-    if not runs:
+    from ..tables import align_layers, concat_tables
+
+    frames = [t for t in tables if t is not None and not t.empty]
+    if not frames:
         return LayerMatch("name", [])
-    if all(lst == lists[0] for lst in lists):
-        order = list(lists[0])
-        for r in runs:
-            for name in module_order.get(r, []):
-                if name not in order:
-                    order.append(name)
-        return LayerMatch("name", _sort_by_modules(order, module_order.get(runs[0], [])))
-    longest = max(len(lst) for lst in lists)
-    labels = [next(lst[i] for lst in lists if len(lst) > i) for i in range(longest)]
+    al = align_layers(concat_tables(frames))
+    if al.empty:
+        return LayerMatch("name", [], alignment=al)
+    how = str(al["how"].iloc[0])
     renames: dict[str, dict[str, str]] = {}
-    for r, lst in zip(runs, lists):
-        renames[r] = {name: labels[i] for i, name in enumerate(lst) if name != labels[i]}
-    counts = ", ".join(f"{r}: {len(lst)}" for r, lst in zip(runs, lists))
-    note = (f"The runs hook different layers ({counts} layers), so layers are matched by forward order: "
-            f"the i-th hooked layer of every run is shown under the first run's name.")
-    if len({len(lst) for lst in lists}) > 1:
-        note += " Runs with fewer layers have no value at the deepest positions."
-    order = list(labels)
-    for r in runs:
-        for name in module_order.get(r, []):
-            name = renames[r].get(name, name)
-            if name not in order:
-                order.append(name)
-    return LayerMatch("order", order, renames, note)
-
-
-def _sort_by_modules(names: list[str], modules: Sequence[str]) -> list[str]:
-    pos = {n: i for i, n in enumerate(modules)}
-    return sorted(names, key=lambda n: (pos.get(n, len(pos)), names.index(n)))
+    for run, layer, key in zip(al["run"], al["layer"], al["key"]):
+        if layer != key:
+            renames.setdefault(str(run), {})[str(layer)] = str(key)
+    rank = {r: i for i, r in enumerate(dict.fromkeys(al["run"]))}
+    first = al.assign(_r=al["run"].map(rank)).sort_values("_r", kind="stable").drop_duplicates("key")
+    order = [str(k) for k in first.sort_values(["depth", "_r"], kind="stable", na_position="last")["key"]]
+    note = ""
+    if how == "order":
+        note = ("The runs name their layers differently, so layers are matched by role and forward order (the k-th "
+                "activation of each run together, the k-th BN layer together) and shown under the first run's "
+                "names; 'How layers were aligned' lists the pairs.")
+    return LayerMatch(how, order, renames, note, al)
 
 
 def layer_positions(match: LayerMatch, layers: Sequence[str]) -> dict[str, int]:

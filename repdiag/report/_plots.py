@@ -78,7 +78,7 @@ def _select(frame: pd.DataFrame, params: list[str], combo: tuple[Any, ...]) -> p
 
 
 _STYLES: tuple[Any, ...] = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
-BAND = "band: min to max over runs"
+BAND = "line: mean over a group's runs; band: lowest to highest run"
 
 
 def _colour_keys(runs: Sequence[str], groups: Mapping[str, str] | None) -> tuple[list[str], dict[str, list[str]]]:
@@ -90,9 +90,9 @@ def _colour_keys(runs: Sequence[str], groups: Mapping[str, str] | None) -> tuple
 
 
 def _entry(key: str, runs: Sequence[str]) -> str:
-    """Legend text: the run, ``group (run)`` for a group of one, ``group (mean of k runs)``."""
+    """Legend text: the run, ``group (run)`` for a group of one, ``group (k runs)``."""
     if len(runs) > 1:
-        return f"{key} (mean of {len(runs)} runs)"
+        return f"{key} ({len(runs)} runs)"
     return key if runs[0] == key else f"{key} ({runs[0]})"
 
 
@@ -115,7 +115,9 @@ def _legend(fig: Any, ax: Any, bands: bool) -> None:
     """The legend below the axes, so that it covers no line."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", fontsize=7, ncols=min(3, len(handles)), frameon=False,
+        width = max(len(t) for t in labels) + 6  # characters an entry takes at this font size
+        ncols = max(1, min(3, len(handles), int(fig.get_figwidth() * 15) // width))
+        fig.legend(handles, labels, loc="outside lower center", fontsize=7, ncols=ncols, frameon=False,
                    title=BAND if bands else None, title_fontsize=6.5)
 
 
@@ -150,7 +152,7 @@ def depth_figure(frame: pd.DataFrame, metric: str, runs: Sequence[str], position
                 continue
             st = st.loc[[lay for lay in order if lay in st.index]]
             bands |= bool((st["k"] > 1).any())
-            label = _entry(key, members[key]) + (f" ({_label(params, combo)})" if params and len(shown) > 1 else "")
+            label = _entry(key, members[key]) + (f", {_label(params, combo)}" if params and len(shown) > 1 else "")
             _draw(ax, np.array([positions[lay] for lay in st.index], float), st, colors[key], _STYLES[ci], label,
                   "o")
     title = metric + (f" ({_label(params, shown[0])})" if params and len(shown) == 1 else "")

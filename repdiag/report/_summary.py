@@ -49,8 +49,6 @@ class ReportData:
         ``{run: group}`` (the condition, e.g. ``"bn"``); a run missing here is its own group.
     findings : DataFrame or None
         :func:`repdiag.findings` of the runs (one row per question of the source papers).
-    alignment : DataFrame or None
-        How layers were aligned across runs (:func:`repdiag.tables.align_layers`).
     """
 
     runs: list[str]
@@ -67,7 +65,6 @@ class ReportData:
     training_metrics: list[str] | None = None
     groups: dict[str, str] = field(default_factory=dict)
     findings: pd.DataFrame | None = None
-    alignment: pd.DataFrame | None = None
 
     def group_of(self, run: str) -> str:
         """The group of ``run`` (the run itself when it has none)."""

@@ -101,7 +101,8 @@ def plan_figures(data: ReportData) -> list[PlannedFigure]:
             plan.append(PlannedFigure(
                 "training", f"{metric} over training", f"steps_{_slug(metric)}.png",
                 partial(_plots.metric_over_steps, part, metric, data.runs, tr_pos, groups), metric,
-                _caption(metric, [m for m, f in tr_same.items() if f == metric])))
+                "Over training steps, a panel per layer: " + _caption(metric, [m for m, f in tr_same.items()
+                                                                                if f == metric])))
     return plan
 
 
