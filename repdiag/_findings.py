@@ -61,11 +61,16 @@ def _select(frame: pd.DataFrame, metric: str, where: dict[str, Any]) -> pd.DataF
     return sel
 
 
-def _layers(sel: pd.DataFrame, how: str) -> list[str]:
+def _layers(sel: pd.DataFrame, how: str, in_a: pd.Series, in_b: pd.Series) -> list[str]:
+    """The question's layers: model-wide rows, or the (aligned) layers that runs of both groups
+    have (all layers when none are shared), in forward order; ``"deep"`` keeps the deeper half."""
     if how == "model":
         return [MODEL_LAYER] if (sel["layer"] == MODEL_LAYER).any() else []
-    per = sel[sel["layer"] != MODEL_LAYER].groupby("layer")["depth"].min().sort_values()
-    keys = [str(k) for k in per.index]
+    sel = sel[sel["layer"] != MODEL_LAYER]
+    shared = set(sel.loc[in_a.loc[sel.index], "layer"]) & set(sel.loc[in_b.loc[sel.index], "layer"])
+    if shared:
+        sel = sel[sel["layer"].isin(shared)]
+    keys = [str(k) for k in sel.groupby("layer")["depth"].min().sort_values().index]
     return keys[len(keys) // 2:] if how == "deep" else keys
 
 
@@ -93,7 +98,9 @@ class _Context:
         last = rows[has_step].groupby(["run", "layer", "metric"])["step"].transform("max")
         keep = ~has_step
         keep.loc[last.index] = rows.loc[last.index, "step"] == last
-        self.rows = rows[keep.fillna(False).astype(bool)]
+        self.rows = {"all": rows, "last": rows[keep.fillna(False).astype(bool)]}
+        self.in_a = rows["run"].isin([r for r, g in self.groups.items() if g == a])
+        self.in_b = rows["run"].isin([r for r, g in self.groups.items() if g == b])
         self.a, self.b, self.boot = a, b, boot
 
     def values(self, sel: pd.DataFrame, layers: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -102,15 +109,19 @@ class _Context:
         vb = [v for r, v in per.items() if self.groups.get(str(r)) == self.b]
         return np.asarray(va, dtype=float), np.asarray(vb, dtype=float)
 
-    def diff(self, metric: str, where: dict[str, Any], how: str) -> tuple[GroupDiff, list[str]]:
-        sel = _select(self.rows, metric, where)
-        layers = _layers(sel, how)
+    def diff(self, metric: str, where: dict[str, Any], how: str, steps: str = "last") -> tuple[GroupDiff, list[str]]:
+        sel = _select(self.rows[steps], metric, where)
+        layers = _layers(sel, how, self.in_a, self.in_b)
         va, vb = self.values(sel, layers)
         return group_diff(va, vb, confidence=CONFIDENCE, **self.boot), layers
 
     def in_group(self, metric: str, where: dict[str, Any], group: str) -> bool:
-        sel = _select(self.rows, metric, where)
+        sel = _select(self.rows["last"], metric, where)
         return bool(sel["run"].isin([r for r, g in self.groups.items() if g == group]).any())
+
+
+def _label(metric: str, where: dict[str, Any]) -> str:
+    return metric + "".join(f" ({k}={v})" for k, v in where.items())
 
 
 def _fmt(x: float) -> str:
@@ -136,10 +147,10 @@ def _answer(q: Question, ctx: _Context) -> dict[str, Any]:
     metric = next((m for m in q.metrics if ctx.in_group(m, q.where, ctx.a) and ctx.in_group(m, q.where, ctx.b)),
                   next((m for m in q.metrics if ctx.in_group(m, q.where, ctx.a) or ctx.in_group(m, q.where, ctx.b)),
                        q.metrics[0]))
-    d, layers = ctx.diff(metric, q.where, q.layers)
+    d, layers = ctx.diff(metric, q.where, q.layers, q.steps)
     v = verdict(d)
     notes: list[str] = []
-    metrics = [metric]
+    metrics = [_label(metric, q.where)]
     if v == "not measured":
         missing = [g for g, n in ((ctx.a, d.n_a), (ctx.b, d.n_b)) if n == 0]
         notes.append(f"{metric} is not in the tables of {' or '.join(missing)}; measure it with "
@@ -152,20 +163,21 @@ def _answer(q: Question, ctx: _Context) -> dict[str, Any]:
     if q.normalised is not None and v not in ("not measured",):
         n_metric, n_where = q.normalised
         n_metric = metric if n_metric in q.metrics else n_metric
-        dn, _ = ctx.diff(n_metric, n_where, q.layers)
+        dn, _ = ctx.diff(n_metric, n_where, q.layers, q.steps)
         vn = verdict(dn)
         if dn.n_a and dn.n_b:
-            metrics.append(n_metric + "".join(f" ({k}={val})" for k, val in n_where.items()))
+            metrics.append(_label(n_metric, n_where))
             if vn != v:
-                notes.append(f"raw and scale-normalised disagree: the normalised variant says {vn!r} "
-                             f"({_fmt(dn.mean_a)} vs {_fmt(dn.mean_b)}), so the raw difference may come from scale")
+                why = ("the raw difference may come from a difference in scale alone" if vn == "no clear difference"
+                       else "relative to its scale the quantity differs")
+                notes.append(f"raw and scale-normalised disagree: {_label(n_metric, n_where)} says {vn!r} "
+                             f"({_fmt(dn.mean_a)} vs {_fmt(dn.mean_b)}); {why}")
     if q.context is not None:
         c_metric, c_where = q.context
         dc, _ = ctx.diff(c_metric, c_where, "all")
         quoted = [f"{g} {_fmt(m)}" for g, m, n in ((ctx.a, dc.mean_a, dc.n_a), (ctx.b, dc.mean_b, dc.n_b)) if n]
         if quoted:
-            label = c_metric + "".join(f" ({k}={val})" for k, val in c_where.items())
-            notes.append(f"{label}: {', '.join(quoted)}" + ("" if len(quoted) == 2 else " (no affine norm layers in "
+            notes.append(f"{_label(c_metric, c_where)}: {', '.join(quoted)}" + ("" if len(quoted) == 2 else " (no affine norm layers in "
                          f"{ctx.b if dc.n_a else ctx.a})"))
     paper = _paper_note(q, ctx, v)
     if paper:
@@ -186,9 +198,10 @@ def findings(
 ) -> pd.DataFrame:
     """One row per question of the source papers: what differs between groups ``a`` and ``b``.
 
-    Each run contributes one value per question: the question's metric at the run's last step,
-    averaged over the question's layers (layers aligned across runs as in
-    :func:`repdiag.compare`). The groups' means are differenced, with a 95% percentile bootstrap
+    Each run contributes one value per question: the question's metric averaged over the
+    question's layers that both groups have (aligned across runs as in :func:`repdiag.compare`),
+    at the run's last step, or over all logged steps for measurements taken during training
+    (landscape, covariate shift, EM shift). The groups' means are differenced, with a 95% percentile bootstrap
     interval over runs (``scipy.stats.bootstrap``) and Hedges' g, and a verdict is drawn by the
     rules documented in :mod:`repdiag._findings_spec` (interval excludes 0 and the difference
     is at least 5% of the larger mean; fewer than 2 runs in a group: "too few runs").

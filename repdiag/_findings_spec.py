@@ -2,8 +2,12 @@
 the metrics each rests on, the papers' own claims, and the rules that turn a difference into a
 verdict. Everything the findings table says is set here; nothing depends on a particular run.
 
-Verdict rules (per question, on one value per run: the metric averaged over the question's
-layers at each run's last step):
+Each run gives one value per question: the question's metric averaged over its layers (those
+that runs of both groups have, once aligned) at the run's last step for measurements of the
+trained network (sparsity, clustering, channels off), or over every logged step for measurements
+taken during training (landscape, covariate shift, EM shift; ``Question.steps``).
+
+Verdict rules (per question, on those per-run values):
 
 - ``"not measured"``: a group has no run with the metric (the note says how to measure it);
 - ``"too few runs"``: a group has fewer than :data:`MIN_RUNS` runs (the difference is shown,
@@ -70,6 +74,8 @@ class Question:
     bn_direction : str or None
         The paper's direction for "BN minus no BN" ("<", ">", "~" for similar, None for none),
         compared with the verdict when exactly one group has norm layers.
+    steps : {"last", "all"}
+        Use each run's last logged step, or the mean over all its logged steps.
     context : tuple of (metric, where), optional
         A related metric whose group means the note quotes (the gamma fraction beside
         ``channels_off``).
@@ -85,6 +91,7 @@ class Question:
     layers: str = "all"
     needs: str = "stats"
     bn_direction: str | None = None
+    steps: str = "last"
     context: tuple[str, dict[str, Any]] | None = None
 
 
@@ -103,21 +110,22 @@ QUESTIONS: tuple[Question, ...] = (
              layers="deep", needs="labels", bn_direction=">"),
     Question("loss_range", "Is the loss landscape along the gradient smoother (smaller loss range)?", _SANTURKAR,
              "BN makes the loss change less along the gradient direction (smaller range)",
-             ("loss_range",), normalised=("loss_range_rel", {}), layers="model", needs="landscape", bn_direction="<"),
+             ("loss_range",), normalised=("loss_range_rel", {}), layers="model", needs="landscape", bn_direction="<",
+             steps="all"),
     Question("gradient_predictiveness", "Is the gradient more predictive (changes less along the step)?", _SANTURKAR,
              "with BN the gradient changes less when stepping along it (more predictive)",
              ("grad_change",), normalised=("grad_change_rel", {}), layers="model", needs="landscape",
-             bn_direction="<"),
+             bn_direction="<", steps="all"),
     Question("beta_smoothness", "Is the effective beta-smoothness smaller?", _SANTURKAR,
              "BN lowers the effective beta-smoothness (gradients are more Lipschitz)",
-             ("beta_smoothness",), layers="model", needs="landscape", bn_direction="<"),
+             ("beta_smoothness",), layers="model", needs="landscape", bn_direction="<", steps="all"),
     Question("covariate_shift", "Does BN reduce internal covariate shift (G vs G', Santurkar Def. 2.1)?", _SANTURKAR,
              "BN does not reduce ICS in this sense: BN nets show similar or larger ||G - G'||",
-             ("ics_l2",), normalised=("ics_rel", {}), needs="landscape", bn_direction="~"),
+             ("ics_l2",), normalised=("ics_rel", {}), needs="landscape", bn_direction="~", steps="all"),
     Question("em_shift", "Does BN bound the Earth Mover shift of layer outputs between updates?", _HUANG,
              "BN bounds (rather than removes) the EM shift; after dividing by output scale BN is lowest",
              ("w1_shift", "w1_shift_unit", "w1_shift_sliced"), where={"scale": "raw"},
-             normalised=("w1_shift", {"scale": "normalized"}), needs="probe", bn_direction="<"),
+             normalised=("w1_shift", {"scale": "normalized"}), needs="probe", bn_direction="<", steps="all"),
     Question("disabled_features", "What fraction of features does BN switch off?", _FRANKLE,
              "BN-only training learns to disable about a third of random features (small gamma, channels off)",
              ("channels_off",), needs="stats", context=("gamma_below", {"threshold": 0.05})),

@@ -27,14 +27,19 @@ def build(values: dict[str, dict[tuple[str, tuple[tuple[str, object], ...]], lis
                 model_wide = metric in ("loss_range", "loss_range_rel", "grad_change", "grad_change_rel",
                                         "beta_smoothness")
                 layers = [(MODEL_LAYER, "Net", -1)] if model_wide else (
+                    ([("0", "Linear", 0), ("1", "BatchNorm1d", 1), ("3", "Linear", 3)] if group == "bn" else
+                     [("0", "Linear", 0), ("2", "Linear", 2)]) if metric.startswith("ics") else (
                     [("1", "BatchNorm1d", 1)] if metric.startswith("gamma") else [("2", "ReLU", 2), ("5", "ReLU", 5)]
-                    if group == "bn" else [("1", "ReLU", 1), ("3", "ReLU", 3)])
+                    if group == "bn" else [("1", "ReLU", 1), ("3", "ReLU", 3)]))
                 for lay, module, depth in layers:
+                    value = per_seed[s] + (100.0 if module == "BatchNorm1d" and metric.startswith("ics") else 0.0)
                     rows.append({"run": f"{group}-s{s}", "step": 100, "layer": lay, "module": module, "depth": depth,
-                                 "metric": metric, "value": per_seed[s], "n": 64, **dict(where),
+                                 "metric": metric, "value": value, "n": 64, **dict(where),
                                  "group": group, "seed": s})
-                    # an earlier step that must be ignored (findings use each run's last step)
-                    rows.append({**rows[-1], "step": 10, "value": 1e6})
+                    # an earlier step: ignored for measurements of the trained net (last step), averaged in
+                    # for those taken during training (the landscape's metrics here: mean = 2 v)
+                    during = model_wide or metric.startswith("ics")
+                    rows.append({**rows[-1], "step": 10, "value": 3 * value if during else 1e6})
             tables.append(make_table(rows))
     return tables
 
@@ -48,6 +53,7 @@ BN = {
     ("beta_smoothness", ()): [5.0, 7.0, 6.0],
     ("channels_off", (("threshold", 0.99),)): [0.100, 0.101, 0.102],
     ("gamma_below", (("threshold", 0.05),)): [0.2, 0.25, 0.3],
+    ("ics_l2", ()): [0.5, 0.6, 0.7],  # on Linear 0, 3 (and BN 1, which the no-BN nets lack: value + 100)
 }
 NOBN = {
     ("sparsity", ()): [0.40, 0.43, 0.38],
@@ -57,6 +63,7 @@ NOBN = {
     ("loss_range_rel", ()): [0.45, 0.40, 0.50],
     ("beta_smoothness", ()): [6.0, 5.0, 7.0],
     ("channels_off", (("threshold", 0.99),)): [0.0980, 0.0985, 0.0990],  # consistent but tiny (2.5%)
+    ("ics_l2", ()): [0.6, 0.7, 0.5],
 }
 
 
@@ -73,9 +80,14 @@ def test_verdicts_on_known_differences() -> None:
     assert f.loc["beta_smoothness", "verdict"] == "no clear difference"  # same values, reshuffled
     assert f.loc["disabled_features", "verdict"] == "no clear difference"  # interval > 0 but only 2.5% apart
     assert f.loc["disabled_features", "ci_low"] > 0
-    for key in ("gradient_predictiveness", "covariate_shift", "em_shift"):
+    # covariate shift: only the layers both groups have (Linear 0 and 3 / 0 and 2), averaged over steps
+    assert f.loc["covariate_shift", "layers"] == "0, 3"
+    torch.testing.assert_close(f.loc["covariate_shift", "a_value"], 2 * 0.6)
+    assert f.loc["covariate_shift", "verdict"] == "no clear difference"
+    assert f.loc["covariate_shift", "note"].startswith("agrees with the paper (bn similar to or larger")
+    for key in ("gradient_predictiveness", "em_shift"):
         assert f.loc[key, "verdict"] == "not measured"
-    assert "loss_fn=" in f.loc["covariate_shift", "note"] and "probe=" in f.loc["em_shift", "note"]
+    assert "loss_fn=" in f.loc["gradient_predictiveness", "note"] and "probe=" in f.loc["em_shift", "note"]
     # the numbers: per-run values (last step only), their means, and scipy's interval
     a, b = np.array(BN[("sparsity", ())]), np.array(NOBN[("sparsity", ())])
     torch.testing.assert_close(f.loc["sparsity", "a_value"], float(a.mean()))
@@ -85,6 +97,7 @@ def test_verdicts_on_known_differences() -> None:
     torch.testing.assert_close(f.loc["sparsity", "ci_low"], float(ref.low))
     torch.testing.assert_close(f.loc["sparsity", "ci_high"], float(ref.high))
     assert (f.loc["sparsity", "n_a"], f.loc["sparsity", "n_b"]) == (3, 3)
+    torch.testing.assert_close(f.loc["loss_range", "a_value"], 2 * float(np.mean(BN[("loss_range", ())])))
     assert f.loc["sparsity", "layers"] == "2, 5"  # the BN run's names: layers aligned by role and order
     assert f.loc["clustering", "layers"] == "5"  # the deeper half
     assert f.loc["loss_range", "layers"] == MODEL_LAYER
