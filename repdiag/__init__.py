@@ -29,6 +29,7 @@ from ._version import __version__
 if TYPE_CHECKING:  # pragma: no cover
     from . import bn, capture, functional, landscape, metrics, nn, runs, tables
     from .capture import Recorder, attach
+    from ._findings import findings
     from .runs import load_run
     from .tables import compare
 
@@ -38,6 +39,7 @@ __all__ = [
     "Recorder",
     "compare",
     "load_run",
+    "findings",
     "save_checkpoint",
     "load_checkpoint",
     "RepdiagError",
@@ -64,6 +66,7 @@ _LAZY_ATTRS = {
     "Recorder": ("repdiag.capture", "Recorder"),
     "compare": ("repdiag.tables", "compare"),
     "load_run": ("repdiag.runs", "load_run"),
+    "findings": ("repdiag._findings", "findings"),
     "save_checkpoint": ("repdiag.checkpoint", "save_checkpoint"),
     "load_checkpoint": ("repdiag.checkpoint", "load_checkpoint"),
 }

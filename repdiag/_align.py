@@ -122,8 +122,11 @@ def warn_alignment(alignment: pd.DataFrame, wide: pd.DataFrame, *, explicit: boo
     how = str(alignment["how"].iloc[0])
     runs = list(dict.fromkeys(alignment["run"]))
     if how == "order" and not explicit:
-        names = "; ".join(f"{r}: {', '.join(alignment.loc[alignment.run == r, 'layer'].head(4))}"
-                          f"{', ...' if (alignment.run == r).sum() > 4 else ''}" for r in runs[:3])
+        naming: dict[tuple[str, ...], list[str]] = {}  # runs by the layer names they use
+        for r in runs:
+            naming.setdefault(tuple(alignment.loc[alignment.run == r, "layer"]), []).append(r)
+        names = "; ".join(f"{rs[0]}{f' and {len(rs) - 1} more' if len(rs) > 1 else ''}: {', '.join(lay[:4])}"
+                          f"{', ...' if len(lay) > 4 else ''}" for lay, rs in list(naming.items())[:3])
         warnings.warn(f"the runs name their layers differently ({names}), so layers are aligned by role and forward "
                       "order (k-th activation with k-th activation, norm with norm); result.attrs['alignment'] shows "
                       "the pairs. Pass match='name' to pair by module path instead.", RepdiagWarning,

@@ -50,8 +50,9 @@ def _wide(frame: pd.DataFrame, step: Literal["last", "all"] | int, agg: str) -> 
     filled = frame.drop(columns=[c for c in RUN_COLUMNS if c in frame])
     for p in params:  # pivot drops NaN keys; mark them explicitly
         filled[p] = filled[p].astype("object").where(filled[p].notna(), "-")
-    # one depth per aligned layer (the first run's), so a layer is one row
-    wide = filled.pivot_table(index=index, columns="run", values="value", aggfunc=agg, dropna=False, sort=False)
+    # groupby + unstack keeps only the cells that occur (pivot_table(dropna=False) builds the full
+    # product of every index level first, minutes for a table with several parameter columns)
+    wide = filled.groupby([*index, "run"], sort=False, dropna=False)["value"].agg(agg).unstack("run")
     wide = wide.reindex(columns=[r for r in runs if r in wide.columns])
     wide = wide.dropna(how="all")
     wide.columns.name = "run"
