@@ -38,6 +38,9 @@ def test_demo_quick_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixt
     assert any(m.startswith("w1_shift") for m in metrics), sorted(metrics)
     html = (out / "report.html").read_text()
     assert "test accuracy" in html and "over training" in html and "6 runs in 2 groups" in html
+    first = html.index("<h2")
+    assert html.startswith("<h2>Findings: bn vs nobn</h2>", first)  # the report opens with the findings
+    assert html.count("95% CI") >= 8 and html.count("<td class=\"l v-") == 8  # one verdict per question
     bn = load_checkpoint(out / "runs" / "bn-s1" / "final.pt")  # rebuilt from the recorded factory, no --model
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in bn.modules())
     nobn = load_checkpoint(out / "runs" / "nobn-s0" / "final.pt")

@@ -71,6 +71,11 @@ def test_report_on_run_dirs_and_a_checkpoint_mixed(inputs: dict[str, Path], tmp_
     assert "Over training steps, a panel per layer: fraction of zero entries" in text
     assert "final.pt (evaluated)" in text
     assert (out / "plots" / "steps_sparsity.png").read_bytes() in doc.images
+    # findings first: bn (2 runs) vs nobn (1 run) gives differences without intervals, said so
+    raw = (out / "report.html").read_text()
+    assert raw.index("Findings: bn vs nobn") < raw.index("<h2", raw.index("Findings") + 1)
+    assert "too few runs" in text and "no interval" in text and "not compared: plain" in text
+    assert "bn 0." in text  # each group's value, in numbers
 
 
 def test_final_pt_is_evaluated_as_the_checkpoint_itself(inputs: dict[str, Path], tmp_path: Path) -> None:

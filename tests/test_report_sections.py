@@ -123,7 +123,7 @@ def test_steps_plot_has_a_panel_per_layer_and_bands() -> None:
     runs = list(dict.fromkeys(t["run"]))
     fig = steps_figure(t, "w1_shift", runs, {"l1": 0, "l2": 1}, {r: r.split("-")[0] for r in runs})
     panels = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in panels] == ["l1", "l2"]
+    assert [ax.get_title() for ax in panels] == ["l1 ReLU", "l2 ReLU"]
     assert panels[0].get_ylabel() == y_label("w1_shift") and "lower is better" in panels[0].get_ylabel()
     torch.testing.assert_close(torch.tensor(panels[0].get_lines()[0].get_ydata(), dtype=torch.float64),
                                torch.tensor([1.5, 11.5, 21.5], dtype=torch.float64))

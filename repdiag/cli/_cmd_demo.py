@@ -14,8 +14,9 @@ from typing import Any
 from ._cmd_report import add_common, finish, parse_metrics, pick_names
 
 RUNS = (("bn", "bn"), ("nobn", "none"))  # (group name, small_cnn norm)
-TRAINING_PLOTS = ("sparsity", "silhouette_labels", "channels_off", "loss", "loss_range_rel", "grad_change_rel",
-                  "beta_smoothness", "ics_rel", "ics_cos", "w1_shift", "w1_shift_unit")
+TRAINING_PLOTS = ("sparsity", "silhouette_labels", "channels_off", "loss", "loss_range", "loss_range_rel",
+                  "grad_change", "grad_change_rel", "beta_smoothness", "ics_l2", "ics_rel", "ics_cos", "w1_shift",
+                  "w1_shift_unit")
 """Metrics drawn over training steps with ``--training-plots auto`` (those the table holds)."""
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

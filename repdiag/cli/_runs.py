@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..report import ReportData
 
-__all__ = ["FINAL_CHECKPOINT", "Source", "gather_sources", "parse_groups", "training_rows", "finish_report"]
+__all__ = ["FINAL_CHECKPOINT", "Source", "compared_groups", "findings_input", "gather_sources", "parse_groups",
+           "training_rows", "finish_report"]
 
 FINAL_CHECKPOINT = "final.pt"
 """The checkpoint a run directory may hold (written with :func:`repdiag.save_checkpoint`)."""
@@ -141,6 +142,8 @@ def gather_sources(paths: Sequence[str], names: str | None, groups: Sequence[str
 def training_rows(sources: Sequence[Source]) -> pd.DataFrame | None:
     """The rows the run directories logged during training, renamed to the report's run names
     and labelled with their groups (None when no input is a run directory)."""
+    import pandas as pd
+
     from ..runs import load_run
     from ..tables import concat_tables
 
@@ -150,20 +153,74 @@ def training_rows(sources: Sequence[Source]) -> pd.DataFrame | None:
             continue
         t = load_run(s.run_dir)
         t["run"] = s.name
-        if "group" in t:
-            t["group"] = s.group
+        t["group"] = pd.array([s.group or s.name] * len(t), dtype="string")
         frames.append(t)
     return concat_tables(frames) if frames else None
 
 
 def finish_report(report: ReportData, sources: Sequence[Source]) -> ReportData:
     """Put every input in the report (run directories without a checkpoint too), in input
-    order, with its group and where it came from."""
+    order, with its group, seed and where it came from; label the evaluation table with them;
+    and answer the source papers' questions (:func:`repdiag.findings`) for two groups."""
+    import pandas as pd
+
     report.runs = [s.name for s in sources]
-    report.groups = {s.name: s.group for s in sources if s.group}
+    report.groups = {s.name: s.group or s.name for s in sources}
     for s in sources:
         where = [str(s.run_dir)] if s.run_dir is not None else []
         if s.checkpoint is not None:
             where.append(str(s.checkpoint) + (" (evaluated)" if s.run_dir is not None else ""))
         report.sources[s.name] = " + ".join(where)
+    seeds = {s.name: s.seed for s in sources}
+    t = report.table
+    t["group"] = pd.array([report.groups.get(r, r) for r in t["run"]], dtype="string")
+    t["seed"] = pd.array([seeds.get(r) for r in t["run"]], dtype="Int64")
+    report.findings, note = _findings(report)
+    if note:
+        report.notes.append(note)
     return report
+
+
+def compared_groups(groups: Sequence[str]) -> tuple[str, str] | None:
+    """The two groups the findings compare: ``bn`` and ``nobn`` when both exist, else the first
+    two in input order (None with fewer than two).
+
+    >>> compared_groups(["nobn", "x", "bn"]), compared_groups(["a", "b", "c"]), compared_groups(["a"])
+    (('bn', 'nobn'), ('a', 'b'), None)
+    """
+    names = list(dict.fromkeys(groups))
+    if "bn" in names and "nobn" in names:
+        return "bn", "nobn"
+    return (names[0], names[1]) if len(names) >= 2 else None
+
+
+def findings_input(report: ReportData) -> pd.DataFrame:
+    """Rows the findings rest on: each run's evaluation (its final checkpoint on the report's
+    data) and, for metrics that evaluation lacks (landscape, covariate- and EM-shift probes, or
+    every metric of a run without ``final.pt``), the rows it logged during training."""
+    from ..tables import concat_tables
+
+    t, tr = report.table, report.training
+    if tr is None or tr.empty:
+        return t
+    have = set(zip(t["run"], t["metric"]))
+    extra = tr[[(r, m) not in have for r, m in zip(tr["run"], tr["metric"])]]
+    return concat_tables([t, extra])
+
+
+def _findings(report: ReportData) -> tuple[pd.DataFrame | None, str]:
+    from .. import findings
+    from .._errors import RepdiagError
+
+    members = report.members()
+    pair = compared_groups(list(members))
+    if pair is None:
+        return None, ("All runs are in one group, so there are no findings (they compare two groups): pass "
+                      "--group NAME=GLOB twice, or run directories with different groups.")
+    try:
+        frame = findings(findings_input(report), a=pair[0], b=pair[1])
+    except RepdiagError as exc:
+        return None, f"no findings: {exc}"
+    rest = [g for g in members if g not in pair]
+    note = f"The findings compare {pair[0]} with {pair[1]}; not compared: {', '.join(rest)}." if rest else ""
+    return frame, note

@@ -55,27 +55,38 @@ def _metrics_of(row: Any) -> list[str]:
     m = row.get("metrics") if isinstance(row, dict) else getattr(row, "metrics", None)
     if m is None or (isinstance(m, float) and m != m):
         return []
-    if isinstance(m, str):
-        return [x.strip() for x in m.replace(";", ",").split(",") if x.strip()]
-    return [str(x) for x in m]
+    items = m.replace(";", ",").split(",") if isinstance(m, str) else [str(x) for x in m]
+    return [x.split(" (")[0].strip() for x in items if x.strip()]  # "w1_shift_unit (scale=raw)" -> the metric
 
 
 def _num(v: Any) -> str:
     return format_value(v) if v is not None and not (isinstance(v, float) and v != v) else "-"
 
 
+def _g(v: Any) -> str:
+    """3 significant digits (findings are read, not recomputed; table.csv has every digit)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if f != f else f"{f:.3g}"
+
+
+def verdict_words(verdict: str, a: str, b: str) -> str:
+    """``"a < b"`` with the group names put in (other verdicts unchanged)."""
+    return f"{a} {verdict[2]} {b}" if verdict in ("a > b", "a < b") else verdict
+
+
 def finding_sentence(row: Any, a: str, b: str) -> str:
-    """One finding in words and numbers, e.g. ``bn < nobn: difference -0.12 (95% CI -0.15 to
-    -0.08; 3 vs 3 runs)``."""
+    """One finding in words and numbers, e.g. ``bn < nobn: bn 0.31 vs nobn 0.46, difference
+    -0.145 (95% CI -0.173 to -0.122; 3 vs 3 runs)``."""
     verdict = str(row["verdict"])
-    n = f"{_num(row.get('n_a'))} vs {_num(row.get('n_b'))} runs"
     if verdict == "not measured":
         return "not measured in these runs"
-    diff = f"{a} - {b} = {_num(row.get('difference'))}"
     lo, hi = row.get("ci_low"), row.get("ci_high")
-    ci = (f"95% CI {_num(lo)} to {_num(hi)}" if lo is not None and lo == lo and hi is not None and hi == hi
-          else "no interval")
-    return f"{verdict}: {diff} ({ci}; {n})"
+    ci = f"95% CI {_g(lo)} to {_g(hi)}" if _g(lo) != "-" and _g(hi) != "-" else "no interval"
+    return (f"{verdict_words(verdict, a, b)}: {a} {_g(row.get('a_value'))} vs {b} {_g(row.get('b_value'))}, "
+            f"difference {_g(row.get('difference'))} ({ci}; {_num(row.get('n_a'))} vs {_num(row.get('n_b'))} runs)")
 
 
 def _verdict_class(v: str) -> str:
@@ -90,7 +101,7 @@ def _findings_block(data: ReportData) -> list[str]:
     rows: list[str] = []
     for rec in f.to_dict("records"):
         v = str(rec["verdict"])
-        shown = f"{a} {v[2]} {b}" if v in ("a > b", "a < b") else v
+        shown = verdict_words(v, a, b)
         words = finding_sentence(rec, a, b).split(": ", 1)[-1]
         note = "" if pd.isna(rec.get("note")) else str(rec.get("note") or "")
         rows.append(f'<tr><td class="l"><a href="#q{len(rows)}">{e(str(rec["question"]))}</a></td>'
@@ -98,11 +109,19 @@ def _findings_block(data: ReportData) -> list[str]:
                     f'<td class="l">{e(str(rec.get("claim") or ""))} <i>({e(str(rec.get("paper") or ""))})</i></td>'
                     f'<td class="l">{e(note)}</td></tr>')
     head = ("<tr><th class=\"l\">question</th><th class=\"l\">verdict</th><th class=\"l\">measured "
-            f"({e(a)} - {e(b)}, mean over runs)</th><th class=\"l\">the paper's claim</th><th class=\"l\">note</th></tr>")
+            f"(mean over runs; difference {e(a)} - {e(b)})</th><th class=\"l\">the paper's claim</th><th class=\"l\">note</th></tr>")
     return [f"<h2>Findings: {e(a)} vs {e(b)}</h2>",
             f'<table class="findings"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>',
-            "<p style=\"font-size:.8em;color:#555\">Intervals: 95% bootstrap over runs (seeds). "
-            "Verdicts and their thresholds: <code>repdiag.findings</code> (docs/runs.md).</p>"]
+            f"<p style=\"font-size:.8em;color:#555\">{e(_rule())}</p>"]
+
+
+def _rule() -> str:
+    from .._findings_spec import CONFIDENCE, MIN_RELATIVE_DIFFERENCE, MIN_RUNS
+
+    return (f"Each run gives one value per question (its metric averaged over the question's layers). Verdict "
+            f"'a > b' or 'a < b': the {CONFIDENCE:.0%} bootstrap interval over runs excludes 0 and the difference "
+            f"is at least {MIN_RELATIVE_DIFFERENCE:.0%} of the larger mean; fewer than {MIN_RUNS} runs in a group: "
+            "'too few runs'. Rules: repdiag/_findings_spec.py.")
 
 
 def report_notes(data: ReportData) -> list[str]:
@@ -171,7 +190,8 @@ def render_html(data: ReportData, figures: Sequence[Any]) -> str:
             ms = _metrics_of(rec)
             figs = [k for k, fig in enumerate(figures) if fig.metric in ms and k not in used]
             used.update(figs)
-            text = (f"{e(str(rec.get('paper') or ''))}: {e(str(rec.get('claim') or ''))} Here: "
+            claim = str(rec.get("claim") or "").rstrip(".")
+            text = (f"{e(str(rec.get('paper') or ''))}: {e(claim)}. Here: "
                     f"{e(finding_sentence(rec, a, b))}. Metrics: {e(', '.join(ms) or '-')}.")
             body = "".join(_img(figures[k]) for k in figs) or "<p><i>No plot: these metrics were not recorded.</i></p>"
             parts.append(f"<h2 id=\"q{i}\">{e(str(rec['question']))}</h2><p>{text}</p><div class=\"grid\">{body}</div>")

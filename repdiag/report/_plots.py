@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..tables import CORE_COLUMNS, MODEL_LAYER
+from ..tables import CORE_COLUMNS, MODEL_LAYER, RUN_COLUMNS
 
 __all__ = ["png", "metric_vs_depth", "metric_over_steps", "embedding_grid", "gamma_histograms", "run_colors",
            "step_layers", "depth_figure", "steps_figure", "embedding_figure", "params_of"]
@@ -43,13 +43,9 @@ def run_colors(runs: Sequence[str]) -> dict[str, Any]:
     return {r: cmap(i % 10) for i, r in enumerate(runs)}
 
 
-LABELS = ("group", "seed")
-"""Columns that label a run (its condition and seed), not a metric's parameter."""
-
-
 def params_of(frame: pd.DataFrame) -> list[str]:
     """The parameter columns that hold a value in ``frame`` (not the run labels)."""
-    return [c for c in frame.columns[len(CORE_COLUMNS):] if c not in LABELS and frame[c].notna().any()]
+    return [c for c in frame.columns[len(CORE_COLUMNS):] if c not in RUN_COLUMNS and frame[c].notna().any()]
 
 
 def _combos(frame: pd.DataFrame, params: list[str]) -> list[tuple[Any, ...]]:
@@ -230,7 +226,8 @@ def steps_figure(frame: pd.DataFrame, metric: str, runs: Sequence[str], position
                 continue
             bands |= bool((st["k"] > 1).any())
             _draw(ax, st.index.to_numpy(float), st, colors[key], "-", _entry(key, members[key]), None)
-        ax.set_title(_short(lay, 28) if lay != MODEL_LAYER else "whole model", fontsize=8)
+        kind = rows["module"].dropna().iloc[0] if rows["module"].notna().any() else ""
+        ax.set_title(f"{_short(lay, 24)} {kind}".strip() if lay != MODEL_LAYER else "whole model", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         if k % cols == 0:
