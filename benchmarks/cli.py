@@ -1,13 +1,16 @@
-"""Wall time of the command line, as a user meets it: ``repdiag --help``, ``repdiag report`` on
-two digits checkpoints, and ``repdiag demo``, each in a fresh subprocess.
+"""Wall time of the command line, as a user meets it: ``repdiag --help``, ``repdiag demo`` (3
+seeds per arm, 6 trainings), ``repdiag report`` on the demo's 6 run directories and on two
+digits checkpoints, each in a fresh subprocess.
 
-Budgets (issue 6, 2-core CPU): ``--help`` under 0.3 s, ``report`` under 30 s, ``demo`` under
-90 s. ``--help`` is timed side by side with a bare ``python -c pass`` (alternating repeats) so
+Budgets (issues 6 and 11, 2-core CPU): ``--help`` under 0.3 s, ``report`` under 30 s, ``demo``
+under 90 s. ``--help`` is timed side by side with a bare ``python -c pass`` (alternating repeats) so
 the printed ratio separates repdiag's import cost from interpreter start-up. ``report`` and
 ``demo`` run with UMAP (the default embedding) on a warm numba cache, as every run after the
 first; one extra ``report`` with an empty numba cache shows what the very first run costs.
 
-    python benchmarks/cli.py [--help-repeats 11] [--report-repeats 3] [--demo-repeats 2]
+    python benchmarks/cli.py [--help-repeats 11] [--report-repeats 3] [--demo-repeats 2] [--quick]
+
+``--quick`` (a smoke run of the script itself) times one repeat of each, the demo with ``--quick``.
 """
 
 from __future__ import annotations
@@ -50,7 +53,10 @@ def main() -> None:
     ap.add_argument("--help-repeats", type=int, default=11)
     ap.add_argument("--report-repeats", type=int, default=3)
     ap.add_argument("--demo-repeats", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="one repeat each, demo --quick (checks the script)")
     args = ap.parse_args()
+    if args.quick:
+        args.help_repeats, args.report_repeats, args.demo_repeats = 3, 1, 1
     print(f"machine: {machine()}")
     work = Path(tempfile.mkdtemp(prefix="repdiag-bench-cli-"))
     rows = []
@@ -61,12 +67,21 @@ def main() -> None:
                  f"python -c pass {median(bare):.3f} s; --help / bare {paired_ratio(helped, bare):.2f}x"])
 
     demo_out = work / "demo"
-    demo = _timed(_cmd("demo", "--quiet", "--out", str(demo_out)), args.demo_repeats)
+    demo = _timed(_cmd("demo", "--quiet", "--out", str(demo_out), *(["--quick"] if args.quick else [])),
+                  args.demo_repeats)
+    what = "2 epochs, PCA (--quick)" if args.quick else "12 epochs, probes, UMAP"
     rows.append(["repdiag demo", f"{median(demo):.1f}", "90", f"{median(demo) / 90:.2f}",
-                 f"12 epochs x 2 nets with probes, UMAP; runs {', '.join(f'{t:.1f}' for t in demo)} s"])
+                 f"3 seeds x 2 arms, {what}, findings; runs {', '.join(f'{t:.1f}' for t in demo)} s"])
 
-    ckpts = [str(demo_out / "bn.pt"), str(demo_out / "nobn.pt")]
-    report_cmd = _cmd("report", *ckpts, "--quiet", "--out", str(work / "report"))
+    run_dirs = sorted(str(p) for p in (demo_out / "runs").iterdir())
+    runs_cmd = _cmd("report", *run_dirs, "--quiet", "--out", str(work / "report-runs"))
+    runs = _timed(runs_cmd, args.report_repeats)
+    rows.append(["repdiag report runs/* (6 run dirs)", f"{median(runs):.1f}", "30", f"{median(runs) / 30:.2f}",
+                 f"6 final.pt on 1000 digits, curves from the logged rows, findings, UMAP of 3 layers x 2 runs (one per group); "
+                 f"runs {', '.join(f'{t:.1f}' for t in runs)} s"])
+
+    ckpts = [str(demo_out / "runs" / "bn-s0" / "final.pt"), str(demo_out / "runs" / "nobn-s0" / "final.pt")]
+    report_cmd = _cmd("report", *ckpts, "--names", "bn,nobn", "--quiet", "--out", str(work / "report"))
     report = _timed(report_cmd, args.report_repeats)
     rows.append(["repdiag report bn.pt nobn.pt", f"{median(report):.1f}", "30", f"{median(report) / 30:.2f}",
                  f"1000 digits, default metrics, UMAP of 3 layers x 2 runs; runs {', '.join(f'{t:.1f}' for t in report)} s"])

@@ -117,3 +117,11 @@ def test_a_directory_that_is_not_a_run_is_refused(tmp_path: Path, capsys: pytest
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), *FAST]) == 1
     assert "is a directory without one" in capsys.readouterr().err
+
+
+def test_doctests_of_the_run_inputs_module() -> None:
+    import doctest
+
+    from repdiag.cli import _runs
+
+    assert doctest.testmod(_runs, raise_on_error=False).failed == 0

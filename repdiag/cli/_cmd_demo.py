@@ -132,7 +132,7 @@ def _report(args: argparse.Namespace, metrics: str | list[str], dirs: list[str],
     from ._cmd_report import assemble, choose_embed_layers, versions
     from ._data import DataSource
     from ._evaluate import W_EMBED, W_EVAL, W_UMAP_IMPORT, evaluate
-    from ._runs import finish_report, gather_sources, training_rows
+    from ._runs import embedded_runs, finish_report, gather_sources, training_rows
 
     data = DataSource(test[0], test[1], "digits (held-out 25% of scikit-learn's 8x8 digits, standardised)")
     inputs = gather_sources(dirs, None, None)
@@ -148,7 +148,7 @@ def _report(args: argparse.Namespace, metrics: str | list[str], dirs: list[str],
             "training": f"{args.epochs} epochs, SGD lr {args.lr} momentum 0.9; " + "; ".join(notes),
             "probes during training": "EM shift, landscape" if args.probes == "on" else "none",
             **versions(("umap-learn",) if args.embedding == "umap" else ())}
-    firsts = list({s.group: s.name for s in reversed(inputs)}.values())[::-1]  # one run per group is embedded
+    firsts = embedded_runs(inputs)
     if args.embedding != "none":
         n_layers = len(choose_embed_layers(args.embed_layers, results[0].layers))
         bar.grow(W_EMBED * (n_layers - _EMBED_GUESS) * len(firsts))

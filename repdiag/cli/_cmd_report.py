@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers)
     from ._data import load_data
     from ._evaluate import check_device, evaluate
-    from ._runs import finish_report, gather_sources, training_rows
+    from ._runs import embedded_runs, finish_report, gather_sources, training_rows
 
     device = check_device(args.device)
     inputs = gather_sources(args.checkpoints, args.names, args.group)
@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
             **versions(("umap-learn",) if args.embedding == "umap" else ())}
     report = assemble(results, embedding=args.embedding, embed_layers=args.embed_layers,
                       embed_samples=args.embed_samples, seed=args.seed, quiet=args.quiet, meta=meta, sources={},
-                      training=training_rows(inputs))
+                      training=training_rows(inputs), embed_runs=embedded_runs(inputs))
     return finish(finish_report(report, inputs), args.out, args.quiet)
 
 

@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..report import ReportData
 
-__all__ = ["FINAL_CHECKPOINT", "Source", "compared_groups", "findings_input", "gather_sources", "parse_groups",
-           "training_rows", "finish_report"]
+__all__ = ["FINAL_CHECKPOINT", "Source", "compared_groups", "embedded_runs", "findings_input", "gather_sources",
+           "parse_groups", "training_rows", "finish_report"]
 
 FINAL_CHECKPOINT = "final.pt"
 """The checkpoint a run directory may hold (written with :func:`repdiag.save_checkpoint`)."""
@@ -137,6 +137,21 @@ def gather_sources(paths: Sequence[str], names: str | None, groups: Sequence[str
         out.append(Source(arg, name, rd, ck, _group_of(arg, specs) or meta.get("group") or None,
                           int(seed) if isinstance(seed, int) else None))
     return out
+
+
+def embedded_runs(sources: Sequence[Source]) -> list[str]:
+    """The runs whose layers the report embeds: the first evaluated run of each group (seeds of
+    one condition look alike in 2-D; one fit per layer and group keeps UMAP's cost flat).
+
+    >>> embedded_runs([Source("a", "bn-s0", None, Path("a"), "bn", 0), Source("b", "bn-s1", None, Path("b"), "bn", 1),
+    ...                Source("c", "x", None, Path("c"), None, None)])
+    ['bn-s0', 'x']
+    """
+    firsts: dict[str, str] = {}
+    for s in sources:
+        if s.checkpoint is not None:
+            firsts.setdefault(s.group or s.name, s.name)
+    return list(firsts.values())
 
 
 def training_rows(sources: Sequence[Source]) -> pd.DataFrame | None:

@@ -22,7 +22,7 @@ color:#222;padding:0 1em}
 h1{font-size:1.5em;margin:.2em 0}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.4em}
 .lead{font-size:1.02em;margin:.3em 0 .6em}
 .note{background:#fff7e0;border-left:4px solid #e0a800;padding:.4em .8em;margin:.4em 0;font-size:.9em}
-.grid{display:flex;flex-wrap:wrap;gap:10px}.grid figure{margin:0;max-width:520px}.grid img{max-width:100%;height:auto}
+.grid{display:flex;flex-wrap:wrap;gap:10px}.grid figure{margin:0;max-width:100%}.grid img{max-width:100%;height:auto}
 figure{margin:.5em 0}figcaption{font-size:.8em;color:#555}
 table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}
 td.l,th.l{text-align:left}tr:nth-child(even){background:#f7f7f7}

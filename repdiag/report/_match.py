@@ -58,12 +58,12 @@ def match_tables(tables: Sequence[pd.DataFrame]) -> LayerMatch:
     Examples
     --------
     >>> from repdiag.tables import make_table
-    >>> bn = make_table([{"run": "bn", "layer": "2", "module": "ReLU", "depth": 2, "metric": "m", "value": 1},
-    ...                  {"run": "bn", "layer": "1", "module": "BatchNorm1d", "depth": 1, "metric": "g", "value": 1}])
-    >>> plain = make_table([{"run": "nobn", "layer": "1", "module": "ReLU", "depth": 1, "metric": "m", "value": 2}])
-    >>> m = match_tables([bn, plain])
+    >>> def run(name, modules):
+    ...     return make_table([{"run": name, "layer": str(i), "module": m, "depth": i, "metric": "x", "value": 0.0}
+    ...                        for i, m in enumerate(modules)])
+    >>> m = match_tables([run("bn", ["BatchNorm1d", "ReLU"]), run("nobn", ["ReLU"])])
     >>> m.how, m.renames, m.order
-    ('order', {'nobn': {'1': '2'}}, ['1', '2'])
+    ('order', {'nobn': {'0': '1'}}, ['0', '1'])
     """
     from ..tables import align_layers, concat_tables
 

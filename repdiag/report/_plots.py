@@ -198,14 +198,20 @@ def step_layers(layers: Sequence[str]) -> list[str]:
     return list(dict.fromkeys([layers[0], layers[len(layers) // 2], layers[-1]]))
 
 
+def settings(frame: pd.DataFrame) -> int:
+    """How many parameter settings (``scale=raw``, ``scale=normalized``, ...) ``frame`` holds."""
+    return len(_combos(frame, params_of(frame)))
+
+
 def steps_figure(frame: pd.DataFrame, metric: str, runs: Sequence[str], positions: Mapping[str, int],
-                      groups: Mapping[str, str] | None = None) -> Any:
-    """One metric over training steps, a panel per layer (see :func:`step_layers`); colour =
-    group, line = mean over its runs at each step, band = min to max over them."""
+                 groups: Mapping[str, str] | None = None, setting: int = 0) -> Any:
+    """One metric over training steps at its ``setting``-th parameter setting, a panel per layer
+    (see :func:`step_layers`); colour = group, line = mean over its runs at each step, band =
+    lowest to highest run."""
     from ._axes import y_label
 
     params = params_of(frame)
-    combo = _combos(frame, params)[0]
+    combo = _combos(frame, params)[setting]
     part = _select(frame, params, combo).dropna(subset=["step"])
     keys, members = _colour_keys(runs, groups)
     colors = run_colors(keys)
@@ -245,9 +251,9 @@ def steps_figure(frame: pd.DataFrame, metric: str, runs: Sequence[str], position
 
 
 def metric_over_steps(frame: pd.DataFrame, metric: str, runs: Sequence[str], positions: Mapping[str, int],
-                      groups: Mapping[str, str] | None = None) -> bytes:
+                      groups: Mapping[str, str] | None = None, setting: int = 0) -> bytes:
     """PNG bytes of :func:`steps_figure`."""
-    return png(steps_figure(frame, metric, runs, positions, groups))
+    return png(steps_figure(frame, metric, runs, positions, groups, setting))
 
 
 

@@ -58,6 +58,10 @@ class PlannedFigure:
     caption: str = ""
 
 
+MAX_STEP_SETTINGS = 3
+"""Parameter settings of a training metric drawn as separate figures (more: the first only)."""
+
+
 def plan_figures(data: ReportData) -> list[PlannedFigure]:
     """Every figure of the report, not yet drawn (so a progress bar knows the count first). A
     metric identical to an earlier one on every row is drawn once."""
@@ -98,11 +102,16 @@ def plan_figures(data: ReportData) -> list[PlannedFigure]:
             if (wanted is not None and metric not in wanted) or metric in tr_same or part["step"].nunique() < 2 \
                     or not part["value"].notna().any():
                 continue
-            plan.append(PlannedFigure(
-                "training", f"{metric} over training", f"steps_{_slug(metric)}.png",
-                partial(_plots.metric_over_steps, part, metric, data.runs, tr_pos, groups), metric,
-                "Over training steps, a panel per layer: " + _caption(metric, [m for m, f in tr_same.items()
-                                                                                if f == metric])))
+            n = _plots.settings(part)
+            todo = range(n) if n <= MAX_STEP_SETTINGS else range(1)
+            for k in todo:  # each setting of a few (raw and scale-normalised W1) gets its own figure
+                plan.append(PlannedFigure(
+                    "training", f"{metric} over training" + (f" ({k + 1} of {n})" if n > 1 else ""),
+                    f"steps_{_slug(metric)}{f'_{k}' if k else ''}.png",
+                    partial(_plots.metric_over_steps, part, metric, data.runs, tr_pos, groups, k), metric,
+                    "Over training steps, a panel per layer: "
+                    + _caption(metric, [m for m, f in tr_same.items() if f == metric])
+                    + (f" First of {n} settings; all in training.csv." if len(todo) < n else "")))
     return plan
 
 
