@@ -19,6 +19,8 @@ def test_demo_quick_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["demo", "--quick", "--out", str(out), "--record-every", "8"]) == 0
     captured = capsys.readouterr()
     assert "report:" in captured.out and "sparsity" in captured.out  # the side-by-side terminal table
+    assert "Summary table (mean ± sd over each group's runs):" in captured.out
+    assert "Measured only in bn:" in captured.out  # the gamma table, without a nobn column of nan
     runs = [f"{g}-s{k}" for g in ("bn", "nobn") for k in range(3)]  # 3 seeds per arm by default
     for name in ("report.html", "report.md", "table.csv", "training.csv"):
         assert (out / name).is_file(), name

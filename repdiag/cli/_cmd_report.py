@@ -219,24 +219,24 @@ def assemble(results: Sequence[RunResult], *, embedding: str, embed_layers: str,
 
 
 def print_summary(data: ReportData, paths: dict[str, Path], quiet: bool) -> None:
-    """The compact side-by-side table on stdout, then where the files are."""
-    from ..report import format_value, summary_frame
+    """The compact side-by-side tables on stdout (a column per group; metrics only some groups
+    have in their own table), then where the files are."""
+    from ..report import format_value, group_summary
 
-    if not quiet:
-        frame = summary_frame(data)
+    for caption, frame in (group_summary(data) if not quiet else []):
         full = len(frame)
         frame = frame.drop_duplicates(["metric", "layer"])  # compact: the first setting of each metric
         if not (frame["setting"] != "").any():
             frame = frame.drop(columns="setting")
         shown = frame.copy()
-        for r in data.runs:
-            if r in shown:
-                shown[r] = shown[r].map(format_value)
+        for g in [c for c in frame.columns if c not in ("metric", "layer", "setting")]:
+            shown[g] = shown[g].map(format_value)
         with __import__("pandas").option_context("display.max_rows", 400, "display.width", 160,
                                                  "display.max_colwidth", 28):
-            print(shown.to_string(index=False))
+            print(f"{caption}:\n{shown.to_string(index=False)}\n")
         if len(frame) < full:
             print(f"({full - len(frame)} more rows with other settings in report.html and table.csv)")
+    if not quiet:
         if data.match.note:
             print(f"\nnote: {data.match.note}")
     print(f"report: {paths['html']}\ntable:  {paths['table']}\nmarkdown: {paths['markdown']}")

@@ -4,7 +4,7 @@ arrays; computes no metric."""
 
 from ._embedding import EMBEDDINGS, embed, numba_cache_dir
 from ._match import LayerMatch, layer_positions, match_tables
-from ._summary import ReportData, format_value, summary_frame
+from ._summary import ReportData, format_value, group_summary, summary_frame
 from ._html import render_html
 from ._write import Figure, PlannedFigure, make_figures, plan_figures, render_markdown, write_report
 
@@ -16,6 +16,7 @@ __all__ = [
     "ReportData",
     "embed",
     "format_value",
+    "group_summary",
     "layer_positions",
     "make_figures",
     "match_tables",
