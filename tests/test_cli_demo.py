@@ -52,7 +52,8 @@ def test_demo_quick_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixt
     bar = [ln for ln in last if "%|" in ln]
     assert bar and bar[-1].startswith("done in") and "100%" in bar[-1], bar[-3:]
     phases = " ".join(bar)
-    for phase in ("train bn-s0 (1/6)", "train nobn-s2 (6/6)", "measure nobn-s0", "pca of 2 runs", "plot sparsity"):
+    for phase in ("train bn-s0 (1/6)", "train nobn-s2 (6/6)", "measure nobn-s0", "pca of 2 runs", "findings",
+                  "plot sparsity", "write report.html"):
         assert phase in phases, phase
 
 

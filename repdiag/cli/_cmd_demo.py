@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace, metrics: str | list[str], t0: float) -> int:
     from ..models import he_init, small_cnn
     from ..runs import is_run_dir
     from ..training import accuracy, fit
-    from ._evaluate import W_EMBED, W_EVAL, W_UMAP_IMPORT, Progress
+    from ._evaluate import W_EMBED, W_EVAL, W_FINDINGS, W_UMAP_IMPORT, Progress
 
     xtr, ytr, xte, yte = digits_split(seed=args.seed)
     steps = args.epochs * ((xtr.shape[0] + 63) // 64)
@@ -97,8 +97,8 @@ def _run(args: argparse.Namespace, metrics: str | list[str], t0: float) -> int:
             raise ConfigError(f"--out {str(out)!r} holds {str(d)!r}, which is not a run directory of a previous demo; "
                               "choose another --out.")
     embeds = _EMBED_GUESS * len(RUNS) if args.embedding != "none" else 0  # corrected once the layers are known
-    bar = Progress(len(runs) * (steps + W_EVAL) + embeds * W_EMBED + W_UMAP_IMPORT * (args.embedding == "umap"),
-                   args.quiet)
+    bar = Progress(len(runs) * (steps + W_EVAL) + embeds * W_EMBED + W_UMAP_IMPORT * (args.embedding == "umap")
+                   + W_FINDINGS, args.quiet)
     notes = []
     probes_on = args.probes == "on"
     for i, ((name, group, norm, seed), run_dir) in enumerate(zip(runs, dirs)):
@@ -131,7 +131,7 @@ def _report(args: argparse.Namespace, metrics: str | list[str], dirs: list[str],
     from ..checkpoint import load_checkpoint
     from ._cmd_report import assemble, choose_embed_layers, versions
     from ._data import DataSource
-    from ._evaluate import W_EMBED, W_EVAL, W_UMAP_IMPORT, evaluate
+    from ._evaluate import W_EMBED, W_EVAL, W_FINDINGS, W_UMAP_IMPORT, evaluate
     from ._runs import embedded_runs, finish_report, gather_sources, training_rows
 
     data = DataSource(test[0], test[1], "digits (held-out 25% of scikit-learn's 8x8 digits, standardised)")
@@ -161,7 +161,9 @@ def _report(args: argparse.Namespace, metrics: str | list[str], dirs: list[str],
     report = assemble(results, embedding=args.embedding, embed_layers=args.embed_layers,
                       embed_samples=args.embed_samples, seed=args.seed, quiet=True, meta=meta, sources={},
                       training=training_rows(inputs), embed_runs=firsts, bar=_Scaled(bar, W_EMBED))
+    bar.phase("findings (bootstrap over seeds)")
     report = finish_report(report, inputs)
+    bar.advance(W_FINDINGS)
     report.training_metrics = _training_plots(args.training_plots, report.training)
     return finish(report, args.out, args.quiet, bar=bar)
 

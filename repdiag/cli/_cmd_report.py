@@ -292,7 +292,7 @@ def finish(report: ReportData, out: str, quiet: bool, bar: Any = None) -> int:
     try:
         paths = write_report(report, out, **plot_progress(report, bar))
         if bar is not None:
-            bar.advance(W_WRITE)
+            bar.advance(W_WRITE)  # the progress of the last figure names "write report.html" (plot_progress)
     except OSError as exc:
         raise ConfigError(f"cannot write the report to --out {out!r}: {exc.strerror or exc}. Choose a writable "
                           "directory.") from exc

@@ -43,10 +43,10 @@ def progress_bar(total: int | None, desc: str, quiet: bool, unit: str = "it") ->
     return tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
-W_EVAL, W_EMBED, W_UMAP_IMPORT, W_PLOT, W_WRITE = 25.0, 45.0, 60.0, 6.0, 10.0
+W_EVAL, W_EMBED, W_UMAP_IMPORT, W_FINDINGS, W_PLOT, W_WRITE = 25.0, 45.0, 60.0, 15.0, 6.0, 10.0
 """Weights of :class:`Progress` in training steps (the unit): roughly how long measuring one run,
-one UMAP fit, importing umap, drawing one figure and writing the files take on a 2-core CPU, so
-the bar moves with the time spent."""
+one UMAP fit, importing umap, the findings' bootstraps, drawing one figure and writing the files
+take on a 2-core CPU, so the bar moves with the time spent."""
 
 
 class Progress:
@@ -59,7 +59,7 @@ class Progress:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, desc="repdiag", disable=quiet, file=sys.stderr, leave=True, dynamic_ncols=True)
-        self.bar.bar_format = "{desc:<34.34} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}"
+        self.bar.bar_format = "{desc:<40.40} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}"
 
     def phase(self, desc: str) -> None:
         """Name what runs now."""
@@ -106,9 +106,13 @@ def plot_progress(report: Any, bar: Progress | None) -> dict[str, Any]:
     plan = plan_figures(report)
     bar.grow(W_PLOT * len(plan) + W_WRITE)
 
+    last = plan[-1].title if plan else ""
+
     def progress(title: str) -> None:
         bar.phase(f"plot {title}")
         bar.advance(W_PLOT)
+        if title == last:  # drawn next, then the files are written
+            bar.phase("last plot; write report.html")
 
     return {"plan": plan, "progress": progress}
 
