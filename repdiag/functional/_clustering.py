@@ -82,16 +82,65 @@ def _auto_block(n: int) -> int:
     return -(-n // max(3, -(-n // 4096)))
 
 
+# A computed squared distance at most this fraction of |x_i|^2 + |x_j|^2 (the size of the terms
+# that cancel) is recomputed from the difference of the rows: below it float32 cancellation can
+# cost a distance more than ~1e-2 of its value, and an exact duplicate would get
+# sqrt(eps |x|^2) > 0. Above it an entry is off by at most ~eps * 128 * sqrt(|x_i|^2 + |x_j|^2).
+# Trained ReLU layers hold ~0.03% such pairs (mostly the diagonal), against 0.6% at 2^-12.
+_NEAR = 2.0 ** -16
+
+
+def _gemm_t(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b.T``. On CPU through numpy's BLAS (OpenBLAS in the numpy wheels): PyTorch's CPU wheels
+    call MKL, whose float32 GEMM runs 2-4x below OpenBLAS on AMD processors (docs/benchmarks.md)."""
+    if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64):
+        import numpy as np
+
+        return torch.from_numpy(np.matmul(a.numpy(), b.numpy().T))
+    return a @ b.T
+
+
+def _exact_near_zero(d2: Tensor, xi: Tensor, xj: Tensor, sqi: Tensor, sqj: Tensor, cap: int | None) -> Tensor:
+    """Recompute, in place, the entries of the squared-distance block ``d2`` (rows ``xi``, columns
+    ``xj`` with squared norms ``sqi``, ``sqj``) that are at most ``_NEAR (sqi + sqj)``, directly as
+    ``|x_i - x_j|^2``. With ``cap`` (CUDA: no host sync) at most ``cap`` candidates are taken; the
+    number of candidates beyond ``cap`` is returned (a 0-d tensor; 0 on CPU)."""
+    mask = d2 <= _NEAR * (sqi[:, None] + sqj.max())  # a superset, in one pass over the block
+    if cap is None:
+        idx = mask.nonzero()
+        r, c = idx[:, 0], idx[:, 1]
+        hit = d2[r, c] <= _NEAR * (sqi[r] + sqj[c])
+        r, c = r[hit], c[hit]
+        d2[r, c] = ((xi[r] - xj[c]) ** 2).sum(dim=1).to(d2.dtype)
+        return torch.zeros((), dtype=torch.int64, device=d2.device)
+    found = mask.sum()
+    idx = torch.nonzero_static(mask, size=cap, fill_value=0)
+    r, c = idx[:, 0], idx[:, 1]
+    hit = (d2[r, c] <= _NEAR * (sqi[r] + sqj[c])) & (torch.arange(cap, device=d2.device) < found)
+    exact = ((xi[r] - xj[c]) ** 2).sum(dim=1).to(d2.dtype)
+    d2.index_put_((r, c), torch.where(hit, exact - d2[r, c], torch.zeros_like(exact)), accumulate=True)
+    return (found - cap).clamp(min=0)
+
+
 def cluster_distance_sums(x: Tensor, onehot: Tensor, *, block: int | None = None) -> Tensor:
     """``S[i, c] = sum_{j in cluster c} ||x_i - x_j||``, shape ``(n, k)``, in float64.
 
     The distance matrix is symmetric, so only blocks ``(I, J)`` with ``I <= J`` are formed: each
     gives its rows' sums (``D_IJ @ onehot_J``) and, transposed, its columns' (``D_IJ^T @ onehot_I``).
     Squared distances come from one product of augmented rows, ``[x_i, |x_i|^2, 1] .
-    [-2 x_j, 1, |x_j|^2]``, so each block costs one matmul plus a clamp and a square root.
-    Memory is ``O(block^2 + n (d + k))``. ``x`` is centred first (distances are translation
-    invariant, and the expansion loses less to cancellation near the origin).
+    [-2 x_j, 1, |x_j|^2]``, so each block costs one matmul plus a clamp and a square root; the few
+    entries where that expansion cancels (squared distance at most 2^-16 of ``|x_i|^2 + |x_j|^2``:
+    duplicates and near-duplicates) are recomputed from ``x_i - x_j``, so identical rows are at
+    distance exactly 0. Memory is ``O(block^2 + n (d + k))``. ``x`` is centred first (distances are
+    translation invariant, and the expansion loses less to cancellation near the origin).
     """
+    sums, over = _distance_sums(x, onehot, block, cap_per_block=None if x.device.type == "cpu" else 4 * 4096)
+    if x.device.type != "cpu" and bool(over > 0):  # more near-duplicates than the fixed budget
+        sums, _ = _distance_sums(x, onehot, block, cap_per_block=None)
+    return sums
+
+
+def _distance_sums(x: Tensor, onehot: Tensor, block: int | None, cap_per_block: int | None) -> tuple[Tensor, Tensor]:
     n = x.shape[0]
     block = _auto_block(n) if block is None else check_positive_int(block, "block")
     x = x - x.mean(dim=0)
@@ -101,24 +150,27 @@ def cluster_distance_sums(x: Tensor, onehot: Tensor, *, block: int | None = None
     right = torch.cat([-2 * x, one, sq], dim=1)
     oh = onehot.to(x.dtype)
     sums = torch.zeros(onehot.shape, dtype=torch.float64, device=x.device)
+    over = torch.zeros((), dtype=torch.int64, device=x.device)
     starts = list(range(0, n, block))
     for i in starts:
         for j in starts:
             if j < i:
                 continue
-            d = left[i:i + block] @ right[j:j + block].T
+            d = _gemm_t(left[i:i + block], right[j:j + block])
+            over += _exact_near_zero(d, x[i:i + block], x[j:j + block], sq[i:i + block, 0], sq[j:j + block, 0],
+                                     cap_per_block)
             d.clamp_(min=0).sqrt_()
             if i == j:
                 d.fill_diagonal_(0)
             sums[i:i + block] += (d @ oh[j:j + block]).to(torch.float64)
             if j != i:
                 sums[j:j + block] += (d.T @ oh[i:i + block]).to(torch.float64)
-    return sums
+    return sums, over
 
 
-def _silhouette(x: Tensor, inverse: Tensor, counts: Tensor, k: int, block: int | None) -> Tensor:
-    onehot = torch.nn.functional.one_hot(inverse, k)
-    sums = cluster_distance_sums(x, onehot, block=block)
+def silhouette_from_sums(sums: Tensor, inverse: Tensor, counts: Tensor) -> Tensor:
+    """Per-sample silhouette (float64, shape ``(n,)``) from :func:`cluster_distance_sums` of the
+    labels ``inverse`` (in ``0..k-1``) with cluster sizes ``counts``."""
     own = counts[inverse]  # size of each sample's cluster
     cnt = counts.to(torch.float64)
     intra = sums.gather(1, inverse[:, None]).squeeze(1) / (own - 1).clamp(min=1).to(torch.float64)
@@ -127,8 +179,12 @@ def _silhouette(x: Tensor, inverse: Tensor, counts: Tensor, k: int, block: int |
     inter = mean_other.min(dim=1).values
     s = (inter - intra) / torch.maximum(intra, inter)
     s = torch.nan_to_num(s, nan=0.0)  # a = b = 0: duplicated points in different clusters
-    s = torch.where(own > 1, s, torch.zeros_like(s))  # singleton clusters score 0
-    return s.to(x.dtype)
+    return torch.where(own > 1, s, torch.zeros_like(s))  # singleton clusters score 0
+
+
+def _silhouette(x: Tensor, inverse: Tensor, counts: Tensor, k: int, block: int | None) -> Tensor:
+    onehot = torch.nn.functional.one_hot(inverse, k)
+    return silhouette_from_sums(cluster_distance_sums(x, onehot, block=block), inverse, counts).to(x.dtype)
 
 
 def silhouette_samples(x: Tensor, labels: Tensor, *, block: int | None = None) -> Tensor:
