@@ -26,7 +26,7 @@ __all__ = [
     "cluster_distance_sums",
 ]
 
-def _prepare(x: Any, labels: Any, name: str) -> tuple[Tensor, Tensor, Tensor, int]:
+def prepare_groups(x: Any, labels: Any, name: str = "x") -> tuple[Tensor, Tensor, Tensor, int]:
     """Validated samples, labels mapped to ``0..k-1``, cluster sizes and k."""
     x = check_samples(x, "x")
     check_finite(x, "x")
@@ -35,7 +35,7 @@ def _prepare(x: Any, labels: Any, name: str) -> tuple[Tensor, Tensor, Tensor, in
     return x, inverse, counts, int(counts.numel())
 
 
-def _undefined_reason(x: Tensor, k: int) -> str | None:
+def undefined_reason(x: Tensor, k: int) -> str | None:
     n = x.shape[0]
     if k < 2:
         return f"the labels hold {k} distinct class(es); at least 2 are needed"
@@ -90,16 +90,6 @@ def _auto_block(n: int) -> int:
 _NEAR = 2.0 ** -16
 
 
-def _gemm_t(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b.T``. On CPU through numpy's BLAS (OpenBLAS in the numpy wheels): PyTorch's CPU wheels
-    call MKL, whose float32 GEMM runs 2-4x below OpenBLAS on AMD processors (docs/benchmarks.md)."""
-    if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64):
-        import numpy as np
-
-        return torch.from_numpy(np.matmul(a.numpy(), b.numpy().T))
-    return a @ b.T
-
-
 def _exact_near_zero(d2: Tensor, xi: Tensor, xj: Tensor, sqi: Tensor, sqj: Tensor, cap: int | None) -> Tensor:
     """Recompute, in place, the entries of the squared-distance block ``d2`` (rows ``xi``, columns
     ``xj`` with squared norms ``sqi``, ``sqj``) that are at most ``_NEAR (sqi + sqj)``, directly as
@@ -134,8 +124,10 @@ def cluster_distance_sums(x: Tensor, onehot: Tensor, *, block: int | None = None
     distance exactly 0. Memory is ``O(block^2 + n (d + k))``. ``x`` is centred first (distances are
     translation invariant, and the expansion loses less to cancellation near the origin).
     """
-    sums, over = _distance_sums(x, onehot, block, cap_per_block=None if x.device.type == "cpu" else 4 * 4096)
-    if x.device.type != "cpu" and bool(over > 0):  # more near-duplicates than the fixed budget
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return _distance_sums_numpy(x, onehot, block)
+    sums, over = _distance_sums(x, onehot, block, cap_per_block=4 * 4096)
+    if bool(over > 0):  # more near-duplicates than the fixed budget
         sums, _ = _distance_sums(x, onehot, block, cap_per_block=None)
     return sums
 
@@ -156,7 +148,7 @@ def _distance_sums(x: Tensor, onehot: Tensor, block: int | None, cap_per_block: 
         for j in starts:
             if j < i:
                 continue
-            d = _gemm_t(left[i:i + block], right[j:j + block])
+            d = left[i:i + block] @ right[j:j + block].T
             over += _exact_near_zero(d, x[i:i + block], x[j:j + block], sq[i:i + block, 0], sq[j:j + block, 0],
                                      cap_per_block)
             d.clamp_(min=0).sqrt_()
@@ -166,6 +158,40 @@ def _distance_sums(x: Tensor, onehot: Tensor, block: int | None, cap_per_block: 
             if j != i:
                 sums[j:j + block] += (d.T @ oh[i:i + block]).to(torch.float64)
     return sums, over
+
+
+def _distance_sums_numpy(x: Tensor, onehot: Tensor, block: int | None) -> Tensor:
+    """:func:`_distance_sums` on CPU, through numpy and its BLAS (OpenBLAS in numpy's wheels).
+
+    PyTorch's CPU wheels call MKL, whose float32 GEMM does not use AVX-512 on AMD processors:
+    2.5x below OpenBLAS per thread there (docs/benchmarks.md). Every step of the block loop stays
+    in numpy, so OpenBLAS's worker threads do not take turns with PyTorch's between steps."""
+    import numpy as np
+
+    n = x.shape[0]
+    block = _auto_block(n) if block is None else check_positive_int(block, "block")
+    xc = (x - x.mean(dim=0)).numpy()
+    sq = np.einsum("ij,ij->i", xc, xc)[:, None]
+    one = np.ones_like(sq)
+    left = np.concatenate([xc, sq, one], axis=1)
+    right = np.concatenate([-2 * xc, one, sq], axis=1)
+    oh = onehot.numpy().astype(xc.dtype)
+    sq = sq[:, 0]
+    sums = np.zeros(onehot.shape, dtype=np.float64)
+    for i in range(0, n, block):
+        for j in range(i, n, block):
+            d = left[i:i + block] @ right[j:j + block].T
+            r, c = np.nonzero(d <= _NEAR * (sq[i:i + block, None] + sq[j:j + block].max()))
+            hit = d[r, c] <= _NEAR * (sq[i + r] + sq[j + c])
+            r, c = r[hit], c[hit]
+            d[r, c] = ((xc[i + r] - xc[j + c]) ** 2).sum(axis=1)
+            np.sqrt(np.maximum(d, 0, out=d), out=d)
+            if i == j:
+                np.fill_diagonal(d, 0)
+            sums[i:i + block] += d @ oh[j:j + block]
+            if j != i:
+                sums[j:j + block] += d.T @ oh[i:i + block]
+    return torch.from_numpy(sums)
 
 
 def silhouette_from_sums(sums: Tensor, inverse: Tensor, counts: Tensor) -> Tensor:
@@ -218,8 +244,8 @@ def silhouette_samples(x: Tensor, labels: Tensor, *, block: int | None = None) -
     >>> silhouette_samples(x, torch.tensor([0, 0, 1, 1]))
     tensor([0.8182, 0.7778, 0.7778, 0.8182])
     """
-    x, inverse, counts, k = _prepare(x, labels, "x")
-    why = _undefined_reason(x, k)
+    x, inverse, counts, k = prepare_groups(x, labels)
+    why = undefined_reason(x, k)
     if why:
         warn_undefined("silhouette", why)
         return _nan(x, (x.shape[0],))
@@ -239,17 +265,31 @@ def silhouette_score(x: Tensor, labels: Tensor, *, block: int | None = None) -> 
     >>> silhouette_score(x, torch.tensor([0, 0, 1, 1]))
     tensor(0.7980)
     """
-    x, inverse, counts, k = _prepare(x, labels, "x")
-    why = _undefined_reason(x, k)
+    x, inverse, counts, k = prepare_groups(x, labels)
+    why = undefined_reason(x, k)
     if why:
         warn_undefined("silhouette", why)
         return _nan(x)
     return _silhouette(x, inverse, counts, k, block).to(torch.float64).mean().to(x.dtype)
 
 
-def _centroids(x: Tensor, inverse: Tensor, counts: Tensor, k: int) -> Tensor:
+def centroids(x: Tensor, inverse: Tensor, counts: Tensor, k: int) -> Tensor:
     sums = torch.zeros((k, x.shape[1]), dtype=x.dtype, device=x.device).index_add_(0, inverse, x)
     return sums / counts[:, None].to(x.dtype)
+
+
+def davies_bouldin_from(x: Tensor, inverse: Tensor, counts: Tensor, cent: Tensor) -> Tensor:
+    """Davies–Bouldin index of ``x`` with labels ``inverse`` (``0..k-1``), cluster sizes ``counts``
+    and centroids ``cent`` (k, d), on a defined case (see :func:`davies_bouldin_score`)."""
+    k = cent.shape[0]
+    dist = (x - cent[inverse]).norm(dim=1)
+    intra = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, inverse, dist) / counts.to(x.dtype)
+    cdist = torch.cdist(cent[None], cent[None], compute_mode="donot_use_mm_for_euclid_dist").squeeze(0)
+    cdist = torch.where(cdist == 0, torch.full_like(cdist, float("inf")), cdist)
+    ratio = (intra[:, None] + intra[None, :]) / cdist
+    ratio.fill_diagonal_(float("-inf"))
+    db = ratio.max(dim=1).values.mean()
+    return torch.where((intra.abs() <= 1e-8).all(), torch.zeros_like(db), db)  # each cluster one point
 
 
 def davies_bouldin_score(x: Tensor, labels: Tensor) -> Tensor:
@@ -280,21 +320,24 @@ def davies_bouldin_score(x: Tensor, labels: Tensor) -> Tensor:
     >>> davies_bouldin_score(x, torch.tensor([0, 0, 1, 1]))
     tensor(0.2000)
     """
-    x, inverse, counts, k = _prepare(x, labels, "x")
-    why = _undefined_reason(x, k)
+    x, inverse, counts, k = prepare_groups(x, labels)
+    why = undefined_reason(x, k)
     if why:
         warn_undefined("Davies-Bouldin index", why)
         return _nan(x)
-    cent = _centroids(x, inverse, counts, k)
-    dist = (x - cent[inverse]).norm(dim=1)
-    intra = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, inverse, dist) / counts.to(x.dtype)
-    cdist = torch.cdist(cent[None], cent[None], compute_mode="donot_use_mm_for_euclid_dist").squeeze(0)
-    if bool((intra.abs() <= 1e-8).all()):
-        return torch.zeros((), dtype=x.dtype, device=x.device)
-    cdist = torch.where(cdist == 0, torch.full_like(cdist, float("inf")), cdist)
-    ratio = (intra[:, None] + intra[None, :]) / cdist
-    ratio.fill_diagonal_(float("-inf"))
-    return ratio.max(dim=1).values.mean()
+    return davies_bouldin_from(x, inverse, counts, centroids(x, inverse, counts, k))
+
+
+def calinski_harabasz_from(x: Tensor, inverse: Tensor, counts: Tensor, cent: Tensor) -> Tensor:
+    """Calinski–Harabasz index from labels ``inverse``, sizes ``counts`` and centroids ``cent`` on a
+    defined case; NaN with a RepdiagWarning when the within-cluster dispersion is 0."""
+    n, k = x.shape[0], cent.shape[0]
+    extra = (counts.to(x.dtype) * ((cent - x.mean(dim=0)) ** 2).sum(dim=1)).sum()
+    intra = ((x - cent[inverse]) ** 2).sum()
+    if float(intra) == 0.0:
+        warn_undefined("Calinski-Harabasz index", "the within-cluster dispersion is zero")
+        return _nan(x)
+    return extra * (n - k) / (intra * (k - 1.0))
 
 
 def calinski_harabasz_score(x: Tensor, labels: Tensor) -> Tensor:
@@ -325,17 +368,9 @@ def calinski_harabasz_score(x: Tensor, labels: Tensor) -> Tensor:
     >>> calinski_harabasz_score(x, torch.tensor([0, 0, 1, 1]))
     tensor(50.)
     """
-    x, inverse, counts, k = _prepare(x, labels, "x")
-    why = _undefined_reason(x, k)
-    n = x.shape[0]
+    x, inverse, counts, k = prepare_groups(x, labels)
+    why = undefined_reason(x, k)
     if why:
         warn_undefined("Calinski-Harabasz index", why)
         return _nan(x)
-    cent = _centroids(x, inverse, counts, k)
-    mean = x.mean(dim=0)
-    extra = (counts.to(x.dtype) * ((cent - mean) ** 2).sum(dim=1)).sum()
-    intra = ((x - cent[inverse]) ** 2).sum()
-    if float(intra) == 0.0:
-        warn_undefined("Calinski-Harabasz index", "the within-cluster dispersion is zero")
-        return _nan(x)
-    return extra * (n - k) / (intra * (k - 1.0))
+    return calinski_harabasz_from(x, inverse, counts, centroids(x, inverse, counts, k))

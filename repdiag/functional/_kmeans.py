@@ -104,51 +104,68 @@ def _relocate(x: Tensor, labels: Tensor, dmin: Tensor, sums: Tensor, counts: Ten
 
 def _lloyd(x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol: Tensor) -> KMeansResult:
     """Lloyd iterations of B independent runs (x (B, n, d), centres (B, k, d), tol (B,)), each
-    stopped, as scikit-learn's, when its labels repeat or its centres' squared shift is <= tol;
-    a stopped run's centres stay fixed while the others go on. Results carry the leading B."""
+    stopped, as scikit-learn's, when its labels repeat or its centres' squared shift is <= tol.
+    Finished runs leave the batch (on CUDA at the host checks, every 8 iterations; until then a
+    finished run's centres stay fixed), so a batch costs the sum of its runs' iterations."""
     b, n, d = x.shape
     k = centers.shape[1]
     cpu = x.device.type == "cpu"
+    out = centers.clone()
+    act = torch.arange(b, device=x.device)
+    xa, xsa, ca, tola = x, x_sq, centers, tol
     done = torch.zeros(b, dtype=torch.bool, device=x.device)
     labels_old: Tensor | None = None
     for it in range(max_iter):
-        labels, dmin = _assign(x, x_sq, centers)
+        labels, dmin = _assign(xa, xsa, ca)
         # a one-hot matmul sums the members of each cluster ~4x faster than index_add_ on CPU
-        onehot = torch.zeros((b, k, n), dtype=x.dtype, device=x.device).scatter_(1, labels[:, None, :], 1)
+        onehot = torch.zeros((xa.shape[0], k, n), dtype=x.dtype, device=x.device).scatter_(1, labels[:, None, :], 1)
         counts = onehot.sum(dim=2)
-        sums = torch.bmm(onehot, x)
+        sums = torch.bmm(onehot, xa)
         empty = counts == 0
         if not cpu or bool(empty.any()):
-            sums, counts = _relocate(x, labels, dmin, sums, counts, empty)
-        new = torch.where((counts > 0)[..., None], sums / counts.clamp(min=1)[..., None], centers)
-        stop = ((new - centers) ** 2).sum(dim=(1, 2)) <= tol
+            sums, counts = _relocate(xa, labels, dmin, sums, counts, empty)
+        new = torch.where((counts > 0)[..., None], sums / counts.clamp(min=1)[..., None], ca)
+        stop = ((new - ca) ** 2).sum(dim=(1, 2)) <= tola
         if labels_old is not None:
             stop |= (labels == labels_old).all(dim=1)
-        centers = torch.where(done[:, None, None], centers, new)
+        ca = torch.where(done[:, None, None], ca, new)
         done = done | stop
         labels_old = labels
-        if (cpu or (it + 1) % _CHECK_EVERY == 0) and bool(done.all()):
-            break
-    labels = _assign(x, x_sq, centers)[0]
-    near = centers.gather(1, labels[..., None].expand(-1, -1, d))
-    return KMeansResult(labels, centers, ((x - near) ** 2).sum(dim=(1, 2)))
+        if (cpu or (it + 1) % _CHECK_EVERY == 0) and bool(done.any()):
+            out[act[done]] = ca[done]
+            keep = ~done
+            if not bool(keep.any()):
+                break
+            act, xa, xsa, ca, tola, labels_old = act[keep], xa[keep], xsa[keep], ca[keep], tola[keep], labels[keep]
+            done = done[keep]
+    else:
+        out[act] = ca
+    labels = _assign(x, x_sq, out)[0]
+    near = out.gather(1, labels[..., None].expand(-1, -1, d))
+    return KMeansResult(labels, out, ((x - near) ** 2).sum(dim=(1, 2)))
 
 
 def kmeans_stack(x: Tensor, k: int, *, n_init: int = 1, seeds: Sequence[int] = (0,), init: Tensor | None = None,
                  max_iter: int = 300, tol: float = 1e-4) -> KMeansResult:
-    """:func:`kmeans` of L same-shaped sample sets at once: x (L, n, d), finite, ``k <= n``;
-    ``seeds`` one per set, ``init`` (L, k, d) optional. Results carry the leading L, and set i's
-    equal ``kmeans(x[i], k, n_init=n_init, seed=seeds[i])`` (batched products, same draws)."""
+    """:func:`kmeans` of L same-shaped, finite sample sets at once: x (L, n, d), ``k <= n``.
+
+    Set i is seeded like ``kmeans(x[i], k, n_init=n_init, seed=seeds[i])`` (same draws, products
+    batched), or starts from ``init[i]``: ``init`` of shape (L, k, d), or (L, r, k, d) for r
+    runs per set. Each set keeps its lowest-inertia run; results carry the leading L."""
     nl, n, d = x.shape
     var = x.var(dim=1, correction=0).mean(dim=1) if n > 1 else torch.zeros(nl, dtype=x.dtype, device=x.device)
     x_sq = (x * x).sum(dim=2)
     if init is not None:
-        return _lloyd(x, x_sq, init.clone(), max_iter, tol * var)
-    gens = [torch.Generator(device=x.device).manual_seed(int(s)) for s in seeds]
-    xr = x.repeat_interleave(n_init, dim=0)
-    xr_sq = x_sq.repeat_interleave(n_init, dim=0)
-    res = _lloyd(xr, xr_sq, _seed(xr, xr_sq, k, gens, n_init), max_iter, (tol * var).repeat_interleave(n_init))
-    best = res.inertia.view(nl, n_init).argmin(dim=1) + torch.arange(nl, device=x.device) * n_init
+        init = init[:, None] if init.ndim == 3 else init
+        runs = init.shape[1]
+        centers = init.reshape(nl * runs, k, d).clone()
+    else:
+        runs = n_init
+    xr, xr_sq = x.repeat_interleave(runs, dim=0), x_sq.repeat_interleave(runs, dim=0)
+    if init is None:
+        centers = _seed(xr, xr_sq, k, [torch.Generator(device=x.device).manual_seed(int(s)) for s in seeds], runs)
+    res = _lloyd(xr, xr_sq, centers, max_iter, (tol * var).repeat_interleave(runs))
+    best = res.inertia.view(nl, runs).argmin(dim=1) + torch.arange(nl, device=x.device) * runs
     return KMeansResult(res.labels[best], res.centers[best], res.inertia[best])
 
 
