@@ -112,7 +112,7 @@ class LayerPlan:
     def _get(self, key: tuple[Any, ...], make: Callable[[], T]) -> T:
         if key not in self._pieces:
             self._pieces[key] = make()
-        return self._pieces[key]  # type: ignore[no-any-return]
+        return self._pieces[key]
 
     def samples(self, metric: str) -> Tensor:
         """The samples, float and checked finite (once; the error names the first metric asking)."""
@@ -158,19 +158,19 @@ class LayerPlan:
         return torch.stack(starts)
 
     def set_kmeans(self, key: tuple[Any, ...], res: KMeansResult) -> None:
-        self._pieces[("kmeans", *key)] = res
+        self._pieces[("kmeans",) + key] = res
         if self.memory is not None:
             self.memory.put(self.data.layer, key, res.centers)
 
     def kmeans(self, k: int, n_init: int, seed: int, standardize_: bool, metric: str) -> KMeansResult:
         """k-means of the samples with ``k`` clusters (see the module docstring for the starts)."""
         key = self.kmeans_key(k, n_init, seed, standardize_, metric)
-        if ("kmeans", *key) not in self._pieces:
+        if ("kmeans",) + key not in self._pieces:
             x = self.x(standardize_, metric)
             starts = self.kmeans_starts(key, metric)
             res = kmeans_stack(x[None], k, n_init=n_init, seeds=[seed], init=None if starts is None else starts[None])
             self.set_kmeans(key, KMeansResult(res.labels[0], res.centers[0], res.inertia[0]))
-        return self._pieces[("kmeans", *key)]  # type: ignore[no-any-return]
+        return self._pieces[("kmeans",) + key]
 
 
 def layer_plan(data: LayerData) -> LayerPlan:
@@ -218,7 +218,7 @@ def _prefetch_kmeans(metrics: Sequence[Metric], views: Sequence[LayerData], opts
                         continue
                     key = plan.kmeans_key(k, int(b.get("n_init", 3)), int(b.get("seed", 0)),
                                           bool(b.get("standardize", False)), m.name)
-                    if ("kmeans", *key) in plan._pieces:
+                    if ("kmeans",) + key in plan._pieces:
                         continue
                     starts = plan.kmeans_starts(key, m.name)
             except RepdiagError:
