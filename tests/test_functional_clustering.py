@@ -157,3 +157,40 @@ def test_standardize_matches_sklearn() -> None:
 
     x = np.random.default_rng(0).normal(size=(30, 4)) * [1, 10, 100, 0] + [0, 1, 2, 5]
     assert_close(standardize(torch.tensor(x)), torch.tensor(StandardScaler().fit_transform(x)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_silhouette_exact_on_duplicate_rows_float32(seed: int) -> None:
+    """Identical rows are at distance 0 (the |x|^2 + |y|^2 - 2 x.y expansion alone gave 1e-5..8e-5 off)."""
+    from sklearn.metrics import silhouette_samples as sk_samples
+    from sklearn.metrics import silhouette_score as sk_score
+
+    rng = np.random.default_rng(seed)
+    base = (rng.normal(size=(4, 6)) * 3 + 10).astype(np.float32)  # far from the origin: cancellation
+    x = np.concatenate([base, base[[0, 1, 1, 3]]])  # duplicates within and across clusters
+    y = np.array([0, 0, 1, 1, 0, 1, 0, 1])
+    got = silhouette_score(torch.tensor(x), torch.tensor(y))
+    assert got.dtype == torch.float32
+    assert_close(got.double(), torch.tensor(sk_score(x.astype(np.float64), y), dtype=torch.float64), rtol=0, atol=1e-6)
+    assert_close(silhouette_samples(torch.tensor(x), torch.tensor(y)).double(),
+                 torch.tensor(sk_samples(x.astype(np.float64), y)), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("cap", [3, 10_000])
+def test_device_path_equals_cpu_path(cap: int) -> None:
+    """The torch block loop (CUDA's, with a fixed budget of near-duplicate fixes per block and the
+    fall-back when it overflows) gives the sums of the numpy loop (CPU's)."""
+    from repdiag.functional._clustering import _distance_sums
+
+    x, labels = _data(90, 5, 3)
+    xt = torch.tensor(np.concatenate([x, x[:20]]), dtype=torch.float32)  # 20 duplicated rows
+    onehot = torch.nn.functional.one_hot(torch.tensor(np.concatenate([labels, labels[:20]])), 3)
+    want = cluster_distance_sums(xt, onehot, block=32)
+    got, over = _distance_sums(xt, onehot, 32, cap_per_block=cap)
+    assert (int(over) > 0) == (cap == 3)
+    if cap == 3:
+        got, over = _distance_sums(xt, onehot, 32, cap_per_block=None)
+    assert int(over) == 0
+    assert_close(got, want, rtol=1e-5, atol=1e-4)
+    naive = torch.cdist(xt.double(), xt.double()) @ onehot.double()
+    assert_close(want, naive, rtol=1e-5, atol=1e-4)

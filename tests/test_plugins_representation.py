@@ -59,7 +59,9 @@ def test_registered_with_declared_defaults() -> None:
     assert set(DEFAULTS) <= set(default_metrics())
     assert not {"effective_rank", "participation_ratio", "cka_adjacent", "sample_sparsity_quantile",
                 "channel_sparsity_entries"} & set(default_metrics())
-    assert get_metric("silhouette_labels").needs == frozenset({"samples", "labels"})
+    assert get_metric("silhouette_labels").needs == frozenset({"samples", "labels", "groups", "distance_sums"})
+    assert get_metric("silhouette_labels").shares == frozenset({"groups", "distance_sums"})
+    assert get_metric("kmeans_nmi").shares == frozenset({"groups", "kmeans"})
     assert get_metric("channel_sparsity_maps").needs == frozenset({"stats"})
 
 

@@ -12,7 +12,8 @@ import pandas as pd
 
 from .._errors import RepdiagWarning
 from .._layers import module_layers, run_depths
-from ..metrics._registry import LayerData, Metric, Row, iter_rows
+from ..metrics._plan import KMeansMemory, run_plan
+from ..metrics._registry import LayerData, Metric, Row
 from ..tables import MODEL_LAYER, make_table
 from ._distributed import gather_layer_data, sync_target
 
@@ -43,37 +44,11 @@ def compute_rows(rec: Recorder, metrics: Sequence[Metric], *, stacklevel: int) -
     data = rec.layer_data()
     if not data and sync_target(rec.distributed) is not None:
         return []  # nothing captured on any rank, or a rank that does not receive (rank0)
-    rows: list[Row] = []
-    rec.skipped = []
-    for m in metrics:
-        opts = {**rec.metric_options.get("*", {}), **rec.metric_options.get(m.name, {})}
-        if m.scope == "model":
-            md = LayerData(MODEL_LAYER, type(rec.inner).__name__, -1, model=rec.inner, extra={"layers": data})
-            reason = m.missing(md)
-            if reason:
-                rec.skipped.append((m.name, MODEL_LAYER, reason))
-                continue
-            for r in iter_rows(m, md, opts):
-                r.setdefault("layer", MODEL_LAYER)
-                r.setdefault("module", md.module)
-                r.setdefault("depth", -1)
-                rows.append(r)
-            continue
-        for d in data:
-            reason = m.missing(d)
-            if reason:
-                rec.skipped.append((m.name, d.layer, reason))
-                continue
-            if "labels" in m.needs and d.labels is not None and d.samples is not None:
-                known = d.labels >= 0
-                if not bool(known.all()):
-                    d = LayerData(d.layer, d.module, d.depth, d.samples[known], d.labels[known], d.stats,
-                                  d.model, d.module_ref)
-            for r in iter_rows(m, d, opts):
-                r.setdefault("layer", d.layer)
-                r.setdefault("module", d.module)
-                r.setdefault("depth", d.depth)
-                rows.append(r)
+    memory = getattr(rec, "_plan_memory", None)  # k-means warm starts: the recorder's, across calls
+    if memory is None:
+        memory = KMeansMemory()
+        setattr(rec, "_plan_memory", memory)
+    rows, rec.skipped = run_plan(data, metrics, rec.metric_options, model=rec.inner, memory=memory)
     by_reason: dict[tuple[str, str], list[str]] = {}
     for name, lay_name, reason in rec.skipped:
         by_reason.setdefault((name, reason), []).append(lay_name)

@@ -26,7 +26,7 @@ __all__ = [
     "cluster_distance_sums",
 ]
 
-def _prepare(x: Any, labels: Any, name: str) -> tuple[Tensor, Tensor, Tensor, int]:
+def prepare_groups(x: Any, labels: Any, name: str = "x") -> tuple[Tensor, Tensor, Tensor, int]:
     """Validated samples, labels mapped to ``0..k-1``, cluster sizes and k."""
     x = check_samples(x, "x")
     check_finite(x, "x")
@@ -35,7 +35,7 @@ def _prepare(x: Any, labels: Any, name: str) -> tuple[Tensor, Tensor, Tensor, in
     return x, inverse, counts, int(counts.numel())
 
 
-def _undefined_reason(x: Tensor, k: int) -> str | None:
+def undefined_reason(x: Tensor, k: int) -> str | None:
     n = x.shape[0]
     if k < 2:
         return f"the labels hold {k} distinct class(es); at least 2 are needed"
@@ -82,16 +82,57 @@ def _auto_block(n: int) -> int:
     return -(-n // max(3, -(-n // 4096)))
 
 
+# A computed squared distance at most this fraction of |x_i|^2 + |x_j|^2 (the size of the terms
+# that cancel) is recomputed from the difference of the rows: below it float32 cancellation can
+# cost a distance more than ~1e-2 of its value, and an exact duplicate would get
+# sqrt(eps |x|^2) > 0. Above it an entry is off by at most ~eps * 128 * sqrt(|x_i|^2 + |x_j|^2).
+# Trained ReLU layers hold ~0.03% such pairs (mostly the diagonal), against 0.6% at 2^-12.
+_NEAR = 2.0 ** -16
+
+
+def _exact_near_zero(d2: Tensor, xi: Tensor, xj: Tensor, sqi: Tensor, sqj: Tensor, cap: int | None) -> Tensor:
+    """Recompute, in place, the entries of the squared-distance block ``d2`` (rows ``xi``, columns
+    ``xj`` with squared norms ``sqi``, ``sqj``) that are at most ``_NEAR (sqi + sqj)``, directly as
+    ``|x_i - x_j|^2``. With ``cap`` (CUDA: no host sync) at most ``cap`` candidates are taken; the
+    number of candidates beyond ``cap`` is returned (a 0-d tensor; 0 on CPU)."""
+    mask = d2 <= _NEAR * (sqi[:, None] + sqj.max())  # a superset, in one pass over the block
+    if cap is None:
+        idx = mask.nonzero()
+        r, c = idx[:, 0], idx[:, 1]
+        hit = d2[r, c] <= _NEAR * (sqi[r] + sqj[c])
+        r, c = r[hit], c[hit]
+        d2[r, c] = ((xi[r] - xj[c]) ** 2).sum(dim=1).to(d2.dtype)
+        return torch.zeros((), dtype=torch.int64, device=d2.device)
+    found = mask.sum()
+    idx = torch.nonzero_static(mask, size=cap, fill_value=0)
+    r, c = idx[:, 0], idx[:, 1]
+    hit = (d2[r, c] <= _NEAR * (sqi[r] + sqj[c])) & (torch.arange(cap, device=d2.device) < found)
+    exact = ((xi[r] - xj[c]) ** 2).sum(dim=1).to(d2.dtype)
+    d2.index_put_((r, c), torch.where(hit, exact - d2[r, c], torch.zeros_like(exact)), accumulate=True)
+    return (found - cap).clamp(min=0)
+
+
 def cluster_distance_sums(x: Tensor, onehot: Tensor, *, block: int | None = None) -> Tensor:
     """``S[i, c] = sum_{j in cluster c} ||x_i - x_j||``, shape ``(n, k)``, in float64.
 
     The distance matrix is symmetric, so only blocks ``(I, J)`` with ``I <= J`` are formed: each
     gives its rows' sums (``D_IJ @ onehot_J``) and, transposed, its columns' (``D_IJ^T @ onehot_I``).
     Squared distances come from one product of augmented rows, ``[x_i, |x_i|^2, 1] .
-    [-2 x_j, 1, |x_j|^2]``, so each block costs one matmul plus a clamp and a square root.
-    Memory is ``O(block^2 + n (d + k))``. ``x`` is centred first (distances are translation
-    invariant, and the expansion loses less to cancellation near the origin).
+    [-2 x_j, 1, |x_j|^2]``, so each block costs one matmul plus a clamp and a square root; the few
+    entries where that expansion cancels (squared distance at most 2^-16 of ``|x_i|^2 + |x_j|^2``:
+    duplicates and near-duplicates) are recomputed from ``x_i - x_j``, so identical rows are at
+    distance exactly 0. Memory is ``O(block^2 + n (d + k))``. ``x`` is centred first (distances are
+    translation invariant, and the expansion loses less to cancellation near the origin).
     """
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return _distance_sums_numpy(x, onehot, block)
+    sums, over = _distance_sums(x, onehot, block, cap_per_block=4 * 4096)
+    if bool(over > 0):  # more near-duplicates than the fixed budget
+        sums, _ = _distance_sums(x, onehot, block, cap_per_block=None)
+    return sums
+
+
+def _distance_sums(x: Tensor, onehot: Tensor, block: int | None, cap_per_block: int | None) -> tuple[Tensor, Tensor]:
     n = x.shape[0]
     block = _auto_block(n) if block is None else check_positive_int(block, "block")
     x = x - x.mean(dim=0)
@@ -101,24 +142,61 @@ def cluster_distance_sums(x: Tensor, onehot: Tensor, *, block: int | None = None
     right = torch.cat([-2 * x, one, sq], dim=1)
     oh = onehot.to(x.dtype)
     sums = torch.zeros(onehot.shape, dtype=torch.float64, device=x.device)
+    over = torch.zeros((), dtype=torch.int64, device=x.device)
     starts = list(range(0, n, block))
     for i in starts:
         for j in starts:
             if j < i:
                 continue
             d = left[i:i + block] @ right[j:j + block].T
+            over += _exact_near_zero(d, x[i:i + block], x[j:j + block], sq[i:i + block, 0], sq[j:j + block, 0],
+                                     cap_per_block)
             d.clamp_(min=0).sqrt_()
             if i == j:
                 d.fill_diagonal_(0)
             sums[i:i + block] += (d @ oh[j:j + block]).to(torch.float64)
             if j != i:
                 sums[j:j + block] += (d.T @ oh[i:i + block]).to(torch.float64)
-    return sums
+    return sums, over
 
 
-def _silhouette(x: Tensor, inverse: Tensor, counts: Tensor, k: int, block: int | None) -> Tensor:
-    onehot = torch.nn.functional.one_hot(inverse, k)
-    sums = cluster_distance_sums(x, onehot, block=block)
+def _distance_sums_numpy(x: Tensor, onehot: Tensor, block: int | None) -> Tensor:
+    """:func:`_distance_sums` on CPU, through numpy and its BLAS (OpenBLAS in numpy's wheels).
+
+    PyTorch's CPU wheels call MKL, whose float32 GEMM does not use AVX-512 on AMD processors:
+    2.5x below OpenBLAS per thread there (docs/benchmarks.md). Every step of the block loop stays
+    in numpy, so OpenBLAS's worker threads do not take turns with PyTorch's between steps."""
+    import numpy as np
+
+    n = x.shape[0]
+    block = _auto_block(n) if block is None else check_positive_int(block, "block")
+    xc = (x - x.mean(dim=0)).numpy()
+    sq = np.einsum("ij,ij->i", xc, xc)[:, None]
+    one = np.ones_like(sq)
+    left = np.concatenate([xc, sq, one], axis=1)
+    right = np.concatenate([-2 * xc, one, sq], axis=1)
+    oh = onehot.numpy().astype(xc.dtype)
+    sq = sq[:, 0]
+    sums = np.zeros(onehot.shape, dtype=np.float64)
+    for i in range(0, n, block):
+        for j in range(i, n, block):
+            d = left[i:i + block] @ right[j:j + block].T
+            r, c = np.nonzero(d <= _NEAR * (sq[i:i + block, None] + sq[j:j + block].max()))
+            hit = d[r, c] <= _NEAR * (sq[i + r] + sq[j + c])
+            r, c = r[hit], c[hit]
+            d[r, c] = ((xc[i + r] - xc[j + c]) ** 2).sum(axis=1)
+            np.sqrt(np.maximum(d, 0, out=d), out=d)
+            if i == j:
+                np.fill_diagonal(d, 0)
+            sums[i:i + block] += d @ oh[j:j + block]
+            if j != i:
+                sums[j:j + block] += d.T @ oh[i:i + block]
+    return torch.from_numpy(sums)
+
+
+def silhouette_from_sums(sums: Tensor, inverse: Tensor, counts: Tensor) -> Tensor:
+    """Per-sample silhouette (float64, shape ``(n,)``) from :func:`cluster_distance_sums` of the
+    labels ``inverse`` (in ``0..k-1``) with cluster sizes ``counts``."""
     own = counts[inverse]  # size of each sample's cluster
     cnt = counts.to(torch.float64)
     intra = sums.gather(1, inverse[:, None]).squeeze(1) / (own - 1).clamp(min=1).to(torch.float64)
@@ -127,8 +205,12 @@ def _silhouette(x: Tensor, inverse: Tensor, counts: Tensor, k: int, block: int |
     inter = mean_other.min(dim=1).values
     s = (inter - intra) / torch.maximum(intra, inter)
     s = torch.nan_to_num(s, nan=0.0)  # a = b = 0: duplicated points in different clusters
-    s = torch.where(own > 1, s, torch.zeros_like(s))  # singleton clusters score 0
-    return s.to(x.dtype)
+    return torch.where(own > 1, s, torch.zeros_like(s))  # singleton clusters score 0
+
+
+def _silhouette(x: Tensor, inverse: Tensor, counts: Tensor, k: int, block: int | None) -> Tensor:
+    onehot = torch.nn.functional.one_hot(inverse, k)
+    return silhouette_from_sums(cluster_distance_sums(x, onehot, block=block), inverse, counts).to(x.dtype)
 
 
 def silhouette_samples(x: Tensor, labels: Tensor, *, block: int | None = None) -> Tensor:
@@ -162,8 +244,8 @@ def silhouette_samples(x: Tensor, labels: Tensor, *, block: int | None = None) -
     >>> silhouette_samples(x, torch.tensor([0, 0, 1, 1]))
     tensor([0.8182, 0.7778, 0.7778, 0.8182])
     """
-    x, inverse, counts, k = _prepare(x, labels, "x")
-    why = _undefined_reason(x, k)
+    x, inverse, counts, k = prepare_groups(x, labels)
+    why = undefined_reason(x, k)
     if why:
         warn_undefined("silhouette", why)
         return _nan(x, (x.shape[0],))
@@ -183,17 +265,31 @@ def silhouette_score(x: Tensor, labels: Tensor, *, block: int | None = None) -> 
     >>> silhouette_score(x, torch.tensor([0, 0, 1, 1]))
     tensor(0.7980)
     """
-    x, inverse, counts, k = _prepare(x, labels, "x")
-    why = _undefined_reason(x, k)
+    x, inverse, counts, k = prepare_groups(x, labels)
+    why = undefined_reason(x, k)
     if why:
         warn_undefined("silhouette", why)
         return _nan(x)
     return _silhouette(x, inverse, counts, k, block).to(torch.float64).mean().to(x.dtype)
 
 
-def _centroids(x: Tensor, inverse: Tensor, counts: Tensor, k: int) -> Tensor:
+def centroids(x: Tensor, inverse: Tensor, counts: Tensor, k: int) -> Tensor:
     sums = torch.zeros((k, x.shape[1]), dtype=x.dtype, device=x.device).index_add_(0, inverse, x)
     return sums / counts[:, None].to(x.dtype)
+
+
+def davies_bouldin_from(x: Tensor, inverse: Tensor, counts: Tensor, cent: Tensor) -> Tensor:
+    """Davies–Bouldin index of ``x`` with labels ``inverse`` (``0..k-1``), cluster sizes ``counts``
+    and centroids ``cent`` (k, d), on a defined case (see :func:`davies_bouldin_score`)."""
+    k = cent.shape[0]
+    dist = (x - cent[inverse]).norm(dim=1)
+    intra = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, inverse, dist) / counts.to(x.dtype)
+    cdist = torch.cdist(cent[None], cent[None], compute_mode="donot_use_mm_for_euclid_dist").squeeze(0)
+    cdist = torch.where(cdist == 0, torch.full_like(cdist, float("inf")), cdist)
+    ratio = (intra[:, None] + intra[None, :]) / cdist
+    ratio.fill_diagonal_(float("-inf"))
+    db = ratio.max(dim=1).values.mean()
+    return torch.where((intra.abs() <= 1e-8).all(), torch.zeros_like(db), db)  # each cluster one point
 
 
 def davies_bouldin_score(x: Tensor, labels: Tensor) -> Tensor:
@@ -224,21 +320,24 @@ def davies_bouldin_score(x: Tensor, labels: Tensor) -> Tensor:
     >>> davies_bouldin_score(x, torch.tensor([0, 0, 1, 1]))
     tensor(0.2000)
     """
-    x, inverse, counts, k = _prepare(x, labels, "x")
-    why = _undefined_reason(x, k)
+    x, inverse, counts, k = prepare_groups(x, labels)
+    why = undefined_reason(x, k)
     if why:
         warn_undefined("Davies-Bouldin index", why)
         return _nan(x)
-    cent = _centroids(x, inverse, counts, k)
-    dist = (x - cent[inverse]).norm(dim=1)
-    intra = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, inverse, dist) / counts.to(x.dtype)
-    cdist = torch.cdist(cent[None], cent[None], compute_mode="donot_use_mm_for_euclid_dist").squeeze(0)
-    if bool((intra.abs() <= 1e-8).all()):
-        return torch.zeros((), dtype=x.dtype, device=x.device)
-    cdist = torch.where(cdist == 0, torch.full_like(cdist, float("inf")), cdist)
-    ratio = (intra[:, None] + intra[None, :]) / cdist
-    ratio.fill_diagonal_(float("-inf"))
-    return ratio.max(dim=1).values.mean()
+    return davies_bouldin_from(x, inverse, counts, centroids(x, inverse, counts, k))
+
+
+def calinski_harabasz_from(x: Tensor, inverse: Tensor, counts: Tensor, cent: Tensor) -> Tensor:
+    """Calinski–Harabasz index from labels ``inverse``, sizes ``counts`` and centroids ``cent`` on a
+    defined case; NaN with a RepdiagWarning when the within-cluster dispersion is 0."""
+    n, k = x.shape[0], cent.shape[0]
+    extra = (counts.to(x.dtype) * ((cent - x.mean(dim=0)) ** 2).sum(dim=1)).sum()
+    intra = ((x - cent[inverse]) ** 2).sum()
+    if float(intra) == 0.0:
+        warn_undefined("Calinski-Harabasz index", "the within-cluster dispersion is zero")
+        return _nan(x)
+    return extra * (n - k) / (intra * (k - 1.0))
 
 
 def calinski_harabasz_score(x: Tensor, labels: Tensor) -> Tensor:
@@ -269,17 +368,9 @@ def calinski_harabasz_score(x: Tensor, labels: Tensor) -> Tensor:
     >>> calinski_harabasz_score(x, torch.tensor([0, 0, 1, 1]))
     tensor(50.)
     """
-    x, inverse, counts, k = _prepare(x, labels, "x")
-    why = _undefined_reason(x, k)
-    n = x.shape[0]
+    x, inverse, counts, k = prepare_groups(x, labels)
+    why = undefined_reason(x, k)
     if why:
         warn_undefined("Calinski-Harabasz index", why)
         return _nan(x)
-    cent = _centroids(x, inverse, counts, k)
-    mean = x.mean(dim=0)
-    extra = (counts.to(x.dtype) * ((cent - mean) ** 2).sum(dim=1)).sum()
-    intra = ((x - cent[inverse]) ** 2).sum()
-    if float(intra) == 0.0:
-        warn_undefined("Calinski-Harabasz index", "the within-cluster dispersion is zero")
-        return _nan(x)
-    return extra * (n - k) / (intra * (k - 1.0))
+    return calinski_harabasz_from(x, inverse, counts, centroids(x, inverse, counts, k))

@@ -8,6 +8,7 @@ initial centres both give the same labels and inertia.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -19,6 +20,7 @@ from .._validation import check_finite, check_labels, check_nonneg_float, check_
 __all__ = [
     "KMeansResult",
     "kmeans",
+    "kmeans_stack",
     "kmeans_plusplus",
     "normalized_mutual_info",
     "purity",
@@ -26,7 +28,7 @@ __all__ = [
     "stratified_split",
 ]
 
-_ROWS = 1 << 22  # elements of one (rows x k) distance block
+_CHECK_EVERY = 8  # on CUDA, Lloyd iterations between host checks of convergence
 
 
 class KMeansResult(NamedTuple):
@@ -37,87 +39,134 @@ class KMeansResult(NamedTuple):
     inertia: Tensor
 
 
-def _sq_dist_to(x: Tensor, x_sq: Tensor, c: Tensor) -> Tensor:
-    """Squared distances (n, m) from rows of x to rows of c, clamped at 0."""
-    d = torch.addmm((c * c).sum(dim=1)[None, :], x, c.T, beta=1, alpha=-2)
-    return d.add_(x_sq[:, None]).clamp_(min=0)
+def _sq_dist(x: Tensor, x_sq: Tensor, c: Tensor) -> Tensor:
+    """Squared distances (B, n, m) from the rows of x (B, n, d) to those of c (B, m, d), clamped at 0."""
+    d = torch.baddbmm((c * c).sum(dim=2)[:, None, :], x, c.transpose(1, 2), beta=1, alpha=-2)
+    return d.add_(x_sq[:, :, None]).clamp_(min=0)
 
 
 def _assign(x: Tensor, x_sq: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
-    """Nearest centre (n,) and squared distance to it (n,), in row blocks of bounded memory."""
-    n, k = x.shape[0], centers.shape[0]
-    step = max(1, _ROWS // max(k, 1))
-    c_sq = (centers * centers).sum(dim=1)
-    labels = torch.empty(n, dtype=torch.int64, device=x.device)
-    dmin = torch.empty(n, dtype=x.dtype, device=x.device)
-    for i in range(0, n, step):
-        d = torch.addmm(c_sq[None, :], x[i:i + step], centers.T, beta=1, alpha=-2)
-        val, idx = d.min(dim=1)
-        labels[i:i + step] = idx
-        dmin[i:i + step] = (val + x_sq[i:i + step]).clamp_(min=0)
-    return labels, dmin
+    """Nearest centre (B, n) and squared distance to it (B, n)."""
+    c_sq = (centers * centers).sum(dim=2)
+    val, idx = torch.baddbmm(c_sq[:, None, :], x, centers.transpose(1, 2), beta=1, alpha=-2).min(dim=2)
+    return idx, val.add_(x_sq).clamp_(min=0)
 
 
-def kmeans_plusplus(x: Tensor, k: int, *, generator: torch.Generator, n_local_trials: int | None = None) -> Tensor:
+def _seed(x: Tensor, x_sq: Tensor, k: int, gens: Sequence[torch.Generator], per: int) -> Tensor:
+    """Greedy k-means++ centres (B, k, d) for B = len(gens) * per runs on x (B, n, d); run r draws
+    from ``gens[r // per]``, so a layer's seeding does not depend on what it is batched with."""
+    b, n, _ = x.shape
+    trials = 2 + int(math.log(k))
+    ar = torch.arange(b, device=x.device)
+    first = torch.cat([torch.randint(n, (per,), generator=g, device=g.device) for g in gens]).to(x.device)
+    centers = torch.empty((b, k, x.shape[2]), dtype=x.dtype, device=x.device)
+    centers[:, 0] = x[ar, first]
+    closest = _sq_dist(x, x_sq, centers[:, :1]).squeeze(2).to(torch.float64)
+    pot = closest.sum(dim=1)
+    for c in range(1, k):
+        u = torch.cat([torch.rand((per, trials), generator=g, device=g.device, dtype=torch.float64)
+                       for g in gens]).to(x.device)
+        cand = torch.searchsorted(torch.cumsum(closest, 1), u * pot[:, None]).clamp_(max=n - 1)
+        cx = x[ar[:, None], cand]
+        d = torch.minimum(closest[:, None, :], _sq_dist(x, x_sq, cx).transpose(1, 2).to(torch.float64))
+        pots = d.sum(dim=2)
+        best = pots.argmin(dim=1)
+        centers[:, c] = cx[ar, best]
+        closest, pot = d[ar, best], pots[ar, best]
+    return centers
+
+
+def kmeans_plusplus(x: Tensor, k: int, *, generator: torch.Generator) -> Tensor:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007; scikit-learn's variant).
 
     The first centre is a uniform random sample; each next one is the best, by resulting
     potential, of ``2 + floor(ln k)`` candidates drawn with probability proportional to the squared
     distance to the nearest chosen centre. Returns ``(k, d)`` centres.
     """
-    n = x.shape[0]
-    trials = n_local_trials or 2 + int(math.log(k))
-    x_sq = (x * x).sum(dim=1)
-    centers = torch.empty((k, x.shape[1]), dtype=x.dtype, device=x.device)
-    first = int(torch.randint(n, (1,), generator=generator, device=generator.device))
-    centers[0] = x[first]
-    closest = _sq_dist_to(x, x_sq, x[first:first + 1]).squeeze(1).to(torch.float64)
-    pot = closest.sum()
-    for c in range(1, k):
-        u = torch.rand(trials, generator=generator, device=generator.device, dtype=torch.float64).to(x.device)
-        cand = torch.searchsorted(torch.cumsum(closest, 0), u * pot).clamp_(max=n - 1)
-        d = torch.minimum(closest[None, :], _sq_dist_to(x, x_sq, x[cand]).T.to(torch.float64))
-        pots = d.sum(dim=1)
-        best = int(pots.argmin())
-        centers[c] = x[cand[best]]
-        closest, pot = d[best], pots[best]
-    return centers
+    return _seed(x[None], (x * x).sum(dim=1)[None], k, [generator], 1)[0]
 
 
-def _lloyd(x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol: float) -> KMeansResult:
-    k = centers.shape[0]
+def _relocate(x: Tensor, labels: Tensor, dmin: Tensor, sums: Tensor, counts: Tensor,
+              empty: Tensor) -> tuple[Tensor, Tensor]:
+    """Empty clusters take the points farthest from their centres (the i-th empty cluster the
+    i-th farthest point), leaving the point's old cluster when it has other members."""
+    b, _, d = x.shape
+    ar = torch.arange(b, device=x.device)[:, None]
+    far = dmin.topk(counts.shape[1], dim=1).indices
+    pt = far.gather(1, (empty.cumsum(1) - 1).clamp(min=0))
+    old = labels.gather(1, pt)
+    xp = x[ar, pt]
+    w = (empty & (counts.gather(1, old) > 1)).to(x.dtype)
+    sums = sums.scatter_add(1, old[..., None].expand(-1, -1, d), -xp * w[..., None])
+    counts = counts.scatter_add(1, old, -w)
+    return torch.where(empty[..., None], xp, sums), torch.where(empty, torch.ones_like(counts), counts)
+
+
+def _lloyd(x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol: Tensor) -> KMeansResult:
+    """Lloyd iterations of B independent runs (x (B, n, d), centres (B, k, d), tol (B,)), each
+    stopped, as scikit-learn's, when its labels repeat or its centres' squared shift is <= tol.
+    Finished runs leave the batch (on CUDA at the host checks, every 8 iterations; until then a
+    finished run's centres stay fixed), so a batch costs the sum of its runs' iterations."""
+    b, n, d = x.shape
+    k = centers.shape[1]
+    cpu = x.device.type == "cpu"
+    out = centers.clone()
+    act = torch.arange(b, device=x.device)
+    xa, xsa, ca, tola = x, x_sq, centers, tol
+    done = torch.zeros(b, dtype=torch.bool, device=x.device)
     labels_old: Tensor | None = None
-    strict = False
-    for _ in range(max_iter):
-        labels, dmin = _assign(x, x_sq, centers)
-        counts = torch.bincount(labels, minlength=k)
+    for it in range(max_iter):
+        labels, dmin = _assign(xa, xsa, ca)
         # a one-hot matmul sums the members of each cluster ~4x faster than index_add_ on CPU
-        onehot = torch.zeros((k, x.shape[0]), dtype=x.dtype, device=x.device)
-        onehot[labels, torch.arange(x.shape[0], device=x.device)] = 1
-        sums = onehot @ x
-        empty = (counts == 0).nonzero().flatten()
-        if empty.numel():  # relocate empty clusters to the points farthest from their centres
-            far = dmin.topk(empty.numel()).indices
-            for e, p in zip(empty.tolist(), far.tolist()):
-                old = int(labels[p])
-                if counts[old] > 1:
-                    sums[old] -= x[p]
-                    counts[old] -= 1
-                sums[e] = x[p]
-                counts[e] = 1
-        new = sums / counts.clamp(min=1)[:, None].to(x.dtype)
-        new = torch.where((counts > 0)[:, None], new, centers)
-        shift = float(((new - centers) ** 2).sum())
-        centers = new
-        if labels_old is not None and torch.equal(labels, labels_old):
-            strict = True
-            break
-        if shift <= tol:
-            break
+        onehot = torch.zeros((xa.shape[0], k, n), dtype=x.dtype, device=x.device).scatter_(1, labels[:, None, :], 1)
+        counts = onehot.sum(dim=2)
+        sums = torch.bmm(onehot, xa)
+        empty = counts == 0
+        if not cpu or bool(empty.any()):
+            sums, counts = _relocate(xa, labels, dmin, sums, counts, empty)
+        new = torch.where((counts > 0)[..., None], sums / counts.clamp(min=1)[..., None], ca)
+        stop = ((new - ca) ** 2).sum(dim=(1, 2)) <= tola
+        if labels_old is not None:
+            stop |= (labels == labels_old).all(dim=1)
+        ca = torch.where(done[:, None, None], ca, new)
+        done = done | stop
         labels_old = labels
-    if not strict:
-        labels = _assign(x, x_sq, centers)[0]
-    return KMeansResult(labels, centers, ((x - centers[labels]) ** 2).sum())
+        if (cpu or (it + 1) % _CHECK_EVERY == 0) and bool(done.any()):
+            out[act[done]] = ca[done]
+            keep = ~done
+            if not bool(keep.any()):
+                break
+            act, xa, xsa, ca, tola, labels_old = act[keep], xa[keep], xsa[keep], ca[keep], tola[keep], labels[keep]
+            done = done[keep]
+    else:
+        out[act] = ca
+    labels = _assign(x, x_sq, out)[0]
+    near = out.gather(1, labels[..., None].expand(-1, -1, d))
+    return KMeansResult(labels, out, ((x - near) ** 2).sum(dim=(1, 2)))
+
+
+def kmeans_stack(x: Tensor, k: int, *, n_init: int = 1, seeds: Sequence[int] = (0,), init: Tensor | None = None,
+                 max_iter: int = 300, tol: float = 1e-4) -> KMeansResult:
+    """:func:`kmeans` of L same-shaped, finite sample sets at once: x (L, n, d), ``k <= n``.
+
+    Set i is seeded like ``kmeans(x[i], k, n_init=n_init, seed=seeds[i])`` (same draws, products
+    batched), or starts from ``init[i]``: ``init`` of shape (L, k, d), or (L, r, k, d) for r
+    runs per set. Each set keeps its lowest-inertia run; results carry the leading L."""
+    nl, n, d = x.shape
+    var = x.var(dim=1, correction=0).mean(dim=1) if n > 1 else torch.zeros(nl, dtype=x.dtype, device=x.device)
+    x_sq = (x * x).sum(dim=2)
+    if init is not None:
+        init = init[:, None] if init.ndim == 3 else init
+        runs = init.shape[1]
+        centers = init.reshape(nl * runs, k, d).clone()
+    else:
+        runs = n_init
+    xr, xr_sq = x.repeat_interleave(runs, dim=0), x_sq.repeat_interleave(runs, dim=0)
+    if init is None:
+        centers = _seed(xr, xr_sq, k, [torch.Generator(device=x.device).manual_seed(int(s)) for s in seeds], runs)
+    res = _lloyd(xr, xr_sq, centers, max_iter, (tol * var).repeat_interleave(runs))
+    best = res.inertia.view(nl, runs).argmin(dim=1) + torch.arange(nl, device=x.device) * runs
+    return KMeansResult(res.labels[best], res.centers[best], res.inertia[best])
 
 
 def kmeans(
@@ -136,7 +185,8 @@ def kmeans(
     longer change, or when the squared shift of all centres is at most ``tol`` times the mean
     per-feature variance of ``x`` (scikit-learn's criterion), or after ``max_iter`` iterations; the
     best of ``n_init`` runs (lowest inertia) is returned. An empty cluster takes the point farthest
-    from its centre.
+    from its centre. The ``n_init`` runs go together through batched products; on CUDA the host
+    checks convergence every 8 iterations (a finished run's centres stay fixed meanwhile).
 
     Parameters
     ----------
@@ -179,22 +229,13 @@ def kmeans(
     n = x.shape[0]
     if k > n:
         raise ConfigError(f"k must be at most the number of samples ({n}); got k={k}. Use fewer clusters.")
-    tol_abs = tol * float(x.var(dim=0, correction=0).mean()) if n > 1 else 0.0
-    x_sq = (x * x).sum(dim=1)
     if init is not None:
         init = check_samples(init, "init").to(device=x.device, dtype=x.dtype)
         if init.shape != (k, x.shape[1]):
             raise ShapeError(f"init must have shape (k, n_features) = {(k, x.shape[1])}; got {tuple(init.shape)}.")
-        return _lloyd(x, x_sq, init.clone(), max_iter, tol_abs)
-    gen = torch.Generator(device=x.device)
-    gen.manual_seed(int(seed))
-    best: KMeansResult | None = None
-    for _ in range(n_init):
-        res = _lloyd(x, x_sq, kmeans_plusplus(x, k, generator=gen), max_iter, tol_abs)
-        if best is None or float(res.inertia) < float(best.inertia):
-            best = res
-    assert best is not None  # n_init >= 1
-    return best
+        init = init[None]
+    res = kmeans_stack(x[None], k, n_init=n_init, seeds=[seed], init=init, max_iter=max_iter, tol=tol)
+    return KMeansResult(res.labels[0], res.centers[0], res.inertia[0])
 
 
 def _contingency(a: Tensor, b: Tensor) -> Tensor:

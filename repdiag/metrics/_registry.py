@@ -5,7 +5,10 @@ A metric plugin is a function ``fn(data: LayerData, **options) -> Iterable[Row]`
 mapping with at least ``metric`` and ``value`` (and usually ``n``) plus any parameter columns.
 The recorder fills ``run``, ``step``, ``layer``, ``module`` and ``depth``. A plugin declares what
 it needs (see :data:`NEEDS`); when that is missing for a layer the plugin is skipped and the
-reason is recorded (and warned once).
+reason is recorded (and warned once). It may also declare the shared pieces it reads from the
+per-call plan (see :data:`SHARED` and ``repdiag/metrics/_plan.py``): ``table()`` then computes each
+piece once per layer for all plugins (batched across layers where shapes agree), and hands it down
+as ``data.plan``. A plugin that ignores ``data.plan`` works as before.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from .._errors import ConfigError, RepdiagError
 
 __all__ = [
     "NEEDS",
+    "SHARED",
     "LayerData",
     "Metric",
     "Row",
@@ -43,6 +47,16 @@ NEEDS: dict[str, str] = {
     "model": "the model itself (model-wide metrics such as the BN gamma table)",
 }
 
+# Pieces of a layer that several metrics share, computed once per table() call by the plan
+# (``data.plan``, a :class:`repdiag.metrics._plan.LayerPlan`); declaring them in ``needs`` lets
+# the plan compute them for all layers together.
+SHARED: dict[str, str] = {
+    "groups": "the labelled samples (standardised when asked) with labels mapped to 0..k-1 and class sizes",
+    "centroids": "class centroids of the labelled samples",
+    "distance_sums": "per-sample sums of Euclidean distances to each class (one pass over distance blocks)",
+    "kmeans": "the layer's k-means result (k = number of classes unless given)",
+}
+
 
 @dataclass
 class LayerData:
@@ -63,6 +77,9 @@ class LayerData:
         The whole model, for model-wide metrics.
     module_ref : torch.nn.Module or None
         The module object of this layer.
+    plan : LayerPlan or None
+        The shared pieces of this layer for the current ``table()`` call (``data.plan.kmeans(...)``
+        and so on; see ``repdiag/metrics/_plan.py``); None when a plugin is called on its own.
     """
 
     layer: str
@@ -74,6 +91,7 @@ class LayerData:
     model: Any = None
     module_ref: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    plan: Any = None
 
 
 @dataclass(frozen=True)
@@ -103,11 +121,26 @@ class Metric:
             return "no model"
         return None
 
-    def __call__(self, data: LayerData, **options: Any) -> list[Row]:
+    @property
+    def shares(self) -> frozenset[str]:
+        """The shared plan pieces (:data:`SHARED`) this metric declared in ``needs``."""
+        return frozenset(n for n in self.needs if n in SHARED)
+
+    def accepted(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` restricted to the parameters ``fn`` accepts (all of them for ``**kwargs``)."""
         sig = inspect.signature(self.fn)
-        accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-        kwargs = options if accepts_any else {k: v for k, v in options.items() if k in sig.parameters}
-        return [dict(r) for r in self.fn(data, **kwargs)]
+        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            return dict(options)
+        return {k: v for k, v in options.items() if k in sig.parameters}
+
+    def bound(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The keyword parameters ``fn`` will run with: its defaults, overridden by ``options``."""
+        defaults = {k: p.default for k, p in inspect.signature(self.fn).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        return {**defaults, **self.accepted(options)}
+
+    def __call__(self, data: LayerData, **options: Any) -> list[Row]:
+        return [dict(r) for r in self.fn(data, **self.accepted(options))]
 
 
 _REGISTRY: dict[str, Metric] = {}
@@ -141,9 +174,10 @@ def register_metric(
         If ``name`` is already registered (the message names both owners), or ``needs`` holds
         an unknown requirement.
     """
-    bad = [n for n in needs if n not in NEEDS]
+    bad = [n for n in needs if n not in NEEDS and n not in SHARED]
     if bad:
-        raise ConfigError(f"unknown requirement(s) {bad} for metric {name!r}; choose from {sorted(NEEDS)}.")
+        raise ConfigError(f"unknown requirement(s) {bad} for metric {name!r}; choose from "
+                          f"{sorted(NEEDS)} and the shared pieces {sorted(SHARED)}.")
     if scope not in ("layer", "model"):
         raise ConfigError(f"scope must be 'layer' or 'model'; got {scope!r}.")
     if better not in ("higher", "lower", ""):

@@ -1,0 +1,272 @@
+"""One plan per ``table()`` call: what several metrics need of a layer is computed once.
+
+:func:`run_plan` is the body of ``Recorder.compute``. It wraps every layer's data in a
+:class:`LayerPlan` (``data.plan``), which computes each shared piece (:data:`SHARED`) on first use
+and keeps it for the rest of the call: the finite check of the samples, the standardised copy,
+the labels mapped to ``0..k-1`` with class sizes, the class centroids, the per-class distance sums
+(silhouette's one pass over the distance blocks) and the k-means result. Before the plugins run,
+k-means is computed for every layer whose metrics declare ``"kmeans"``, batched over layers of
+equal shape. Nothing outlives the call except the recorder's :class:`KMeansMemory`.
+
+Which k-means figure is which. ``kmeans_purity`` and ``kmeans_nmi`` of a layer's *first* analysis
+in a recorder come from ``n_init`` k-means++ seedings (scikit-learn's procedure; equal to
+``repdiag.functional.kmeans(x, k, n_init=n_init, seed=seed)``). Every *later* analysis of that
+layer (a later ``table()`` or snapshot, same k, width and options) runs Lloyd from two starts
+instead: the centres the previous analysis ended with (a warm start: representations move little
+between snapshots, so it converges in a few iterations) and, when k is the number of classes, the
+class means. The lower-inertia run is reported. Both are local minima of the same objective
+chosen by the same unsupervised criterion, but the candidates differ from the first analysis',
+so a later figure is not what a fresh ``KMeans(n_init=...)`` on the same buffers would give; it
+usually reaches a lower inertia. ``KMeansMemory.clear()`` (``rec._plan_memory``) forgets the
+centres.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+
+from .._errors import NonFiniteError, RepdiagError, RepdiagWarning
+from .._validation import check_finite
+from ..functional import standardize
+from ..functional._clustering import centroids, cluster_distance_sums, undefined_reason
+from ..functional._kmeans import KMeansResult, kmeans_stack
+from ..tables import MODEL_LAYER
+from ._registry import LayerData, Metric, Row, iter_rows
+
+__all__ = ["Groups", "KMeansMemory", "LayerPlan", "layer_plan", "layer_samples", "on_layer", "run_plan"]
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def on_layer(layer: str, metric: str) -> Iterator[None]:
+    """Re-raise kernel warnings and non-finite errors with the layer and metric named."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"metric {metric!r} on layer {layer!r}: {exc}") from exc
+    for w in caught:
+        if issubclass(w.category, RepdiagWarning):
+            warnings.warn(f"{metric} of layer {layer!r}: {w.message}", RepdiagWarning, stacklevel=4)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def layer_samples(data: LayerData, metric: str) -> Tensor:
+    """The layer's buffered samples, checked finite (a NonFiniteError names the layer)."""
+    x = data.samples
+    assert x is not None  # the registry skips layers without samples
+    x = x if x.is_floating_point() else x.float()
+    check_finite(x, f"the buffered samples of layer {data.layer!r} (metric {metric!r})")
+    return x
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Labelled samples ``x`` (n, d), labels ``inverse`` in ``0..k-1``, class sizes ``counts`` (k,),
+    and why the cluster indices are undefined (None when they are defined)."""
+
+    x: Tensor
+    inverse: Tensor
+    counts: Tensor
+    k: int
+    why: str | None
+
+
+class KMeansMemory:
+    """The k-means centres each layer's last analysis ended with: the warm start of the next.
+
+    One per recorder (``rec._plan_memory``), kept across ``reset()`` (snapshots reset the buffers),
+    keyed by layer and ``(k, n_init, seed, standardize, width, dtype, device)``."""
+
+    def __init__(self) -> None:
+        self._centres: dict[tuple[str, tuple[Any, ...]], Tensor] = {}
+
+    def get(self, layer: str, key: tuple[Any, ...]) -> Tensor | None:
+        return self._centres.get((layer, key))
+
+    def put(self, layer: str, key: tuple[Any, ...], centres: Tensor) -> None:
+        self._centres[(layer, key)] = centres.detach()
+
+    def clear(self) -> None:
+        self._centres.clear()
+
+
+class LayerPlan:
+    """The shared pieces of one layer for one call; each computed on first use, then kept."""
+
+    def __init__(self, data: LayerData, memory: KMeansMemory | None = None) -> None:
+        self.data = data
+        self.memory = memory
+        self._pieces: dict[tuple[Any, ...], Any] = {}
+
+    def _get(self, key: tuple[Any, ...], make: Callable[[], T]) -> T:
+        if key not in self._pieces:
+            self._pieces[key] = make()
+        return self._pieces[key]
+
+    def samples(self, metric: str) -> Tensor:
+        """The samples, float and checked finite (once; the error names the first metric asking)."""
+        return self._get(("samples",), lambda: layer_samples(self.data, metric))
+
+    def x(self, standardize_: bool, metric: str) -> Tensor:
+        """The samples, standardised per feature when asked (one copy per call)."""
+        if not standardize_:
+            return self.samples(metric)
+        return self._get(("standardized",), lambda: standardize(self.samples(metric)))
+
+    def groups(self, standardize_: bool, metric: str) -> Groups:
+        def make() -> Groups:
+            x = self.x(standardize_, metric)
+            assert self.data.labels is not None
+            _, inverse, counts = torch.unique(self.data.labels.to(x.device), return_inverse=True, return_counts=True)
+            k = int(counts.numel())
+            return Groups(x, inverse, counts, k, undefined_reason(x, k))
+
+        return self._get(("groups", standardize_), make)
+
+    def centroids(self, standardize_: bool, metric: str) -> Tensor:
+        g = self.groups(standardize_, metric)
+        return self._get(("centroids", standardize_), lambda: centroids(g.x, g.inverse, g.counts, g.k))
+
+    def distance_sums(self, standardize_: bool, metric: str) -> Tensor:
+        """``S[i, c]``: summed distances from sample i to the members of class c (float64, (n, k))."""
+        g = self.groups(standardize_, metric)
+        return self._get(("distance_sums", standardize_), lambda: cluster_distance_sums(
+            g.x, torch.nn.functional.one_hot(g.inverse, g.k)))
+
+    def kmeans_key(self, k: int, n_init: int, seed: int, standardize_: bool, metric: str) -> tuple[Any, ...]:
+        x = self.x(standardize_, metric)
+        return (int(k), int(n_init), int(seed), bool(standardize_), x.shape[1], x.dtype, x.device)
+
+    def kmeans_starts(self, key: tuple[Any, ...], metric: str) -> Tensor | None:
+        """Starting centres (r, k, d) of a later analysis, or None for the first (k-means++)."""
+        prev = self.memory.get(self.data.layer, key) if self.memory is not None else None
+        if prev is None:
+            return None
+        g = self.groups(key[3], metric)
+        starts = [prev] + ([self.centroids(key[3], metric)] if g.k == key[0] else [])
+        return torch.stack(starts)
+
+    def set_kmeans(self, key: tuple[Any, ...], res: KMeansResult) -> None:
+        self._pieces[("kmeans",) + key] = res
+        if self.memory is not None:
+            self.memory.put(self.data.layer, key, res.centers)
+
+    def kmeans(self, k: int, n_init: int, seed: int, standardize_: bool, metric: str) -> KMeansResult:
+        """k-means of the samples with ``k`` clusters (see the module docstring for the starts)."""
+        key = self.kmeans_key(k, n_init, seed, standardize_, metric)
+        if ("kmeans",) + key not in self._pieces:
+            x = self.x(standardize_, metric)
+            starts = self.kmeans_starts(key, metric)
+            res = kmeans_stack(x[None], k, n_init=n_init, seeds=[seed], init=None if starts is None else starts[None])
+            self.set_kmeans(key, KMeansResult(res.labels[0], res.centers[0], res.inertia[0]))
+        return self._pieces[("kmeans",) + key]
+
+
+def layer_plan(data: LayerData) -> LayerPlan:
+    """``data.plan``, or a plan of its own for a plugin called outside ``table()``."""
+    return data.plan if isinstance(data.plan, LayerPlan) else LayerPlan(data)
+
+
+def _labelled(d: LayerData, memory: KMeansMemory | None) -> LayerData:
+    """The view ``d`` restricted to labelled rows (with a plan of its own), or ``d`` itself when
+    every row is labelled or none is (then the metrics needing labels are skipped)."""
+    x, y = d.samples, d.labels
+    if y is not None and x is not None:
+        known = y >= 0
+        if bool(known.any()) and not bool(known.all()):
+            return _view(d, x[known], y[known], memory)
+    return d
+
+
+def _view(d: LayerData, x: Tensor | None, y: Tensor | None, memory: KMeansMemory | None) -> LayerData:
+    out = LayerData(d.layer, d.module, d.depth, x, y, d.stats, d.model, d.module_ref, dict(d.extra))
+    out.plan = LayerPlan(out, memory)
+    return out
+
+
+def _prefetch_kmeans(metrics: Sequence[Metric], views: Sequence[LayerData], opts: Callable[[Metric], dict[str, Any]]
+                     ) -> None:
+    """k-means of every layer a metric declaring ``"kmeans"`` will ask for, batched over layers of
+    equal shape and kind of start. Layers whose pieces fail here are left to the plugins (which
+    raise or warn with the metric named, as they would without the plan)."""
+    todo: dict[tuple[Any, ...], list[tuple[LayerPlan, tuple[Any, ...], Tensor | None]]] = {}
+    for m in metrics:
+        if m.scope != "layer" or "kmeans" not in m.shares:
+            continue
+        b = m.bound(opts(m))
+        for v in views:
+            if m.missing(v) is not None:
+                continue
+            plan: LayerPlan = v.plan
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    g = plan.groups(bool(b.get("standardize", False)), m.name)
+                    k = g.k if b.get("k") is None else int(b["k"])
+                    if not 2 <= k <= g.x.shape[0]:
+                        continue
+                    key = plan.kmeans_key(k, int(b.get("n_init", 3)), int(b.get("seed", 0)),
+                                          bool(b.get("standardize", False)), m.name)
+                    if ("kmeans",) + key in plan._pieces:
+                        continue
+                    starts = plan.kmeans_starts(key, m.name)
+            except RepdiagError:
+                continue
+            group = (key, tuple(g.x.shape), None if starts is None else starts.shape[0])
+            if all(p is not plan for p, _, _ in todo.get(group, [])):
+                todo.setdefault(group, []).append((plan, key, starts))
+    for (key, _, _), items in todo.items():
+        xs = torch.stack([p.groups(key[3], "kmeans").x for p, _, _ in items])
+        starts = None if items[0][2] is None else torch.stack([s for _, _, s in items if s is not None])
+        res = kmeans_stack(xs, key[0], n_init=key[1], seeds=[key[2]] * len(items), init=starts)
+        for i, (p, kk, _) in enumerate(items):
+            p.set_kmeans(kk, KMeansResult(res.labels[i], res.centers[i], res.inertia[i]))
+
+
+def run_plan(data: Sequence[LayerData], metrics: Sequence[Metric], metric_options: Mapping[str, Mapping[str, Any]],
+             *, model: Any, memory: KMeansMemory | None) -> tuple[list[Row], list[tuple[str, str, str]]]:
+    """Rows of ``metrics`` on ``data`` through one plan, and the (metric, layer, reason) skipped."""
+    def opts(m: Metric) -> dict[str, Any]:
+        return {**metric_options.get("*", {}), **metric_options.get(m.name, {})}
+
+    full = [_view(d, d.samples, d.labels, memory) for d in data]
+    labelled = [_labelled(d, memory) for d in full] if any("labels" in m.needs for m in metrics) else full
+    _prefetch_kmeans([m for m in metrics if "labels" in m.needs], labelled, opts)
+    _prefetch_kmeans([m for m in metrics if "labels" not in m.needs], full, opts)
+    rows: list[Row] = []
+    skipped: list[tuple[str, str, str]] = []
+    for m in metrics:
+        if m.scope == "model":
+            md = LayerData(MODEL_LAYER, type(model).__name__, -1, model=model, extra={"layers": full})
+            reason = m.missing(md)
+            if reason:
+                skipped.append((m.name, MODEL_LAYER, reason))
+                continue
+            for r in iter_rows(m, md, opts(m)):
+                r.setdefault("layer", MODEL_LAYER)
+                r.setdefault("module", md.module)
+                r.setdefault("depth", -1)
+                rows.append(r)
+            continue
+        for d in labelled if "labels" in m.needs else full:
+            reason = m.missing(d)
+            if reason:
+                skipped.append((m.name, d.layer, reason))
+                continue
+            for r in iter_rows(m, d, opts(m)):
+                r.setdefault("layer", d.layer)
+                r.setdefault("module", d.module)
+                r.setdefault("depth", d.depth)
+                rows.append(r)
+    return rows, skipped
