@@ -19,6 +19,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .._errors import ConfigError
 
@@ -71,7 +72,7 @@ def _signals_deferred() -> Iterator[None]:
         return
     pending: list[int] = []
     sigs = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
-    old = {s: signal.signal(s, lambda num, frame: pending.append(num)) for s in sigs}
+    old: dict[int, Any] = {s: signal.signal(s, lambda num, frame: pending.append(num)) for s in sigs}
     try:
         yield
     finally:
