@@ -55,7 +55,12 @@ def check_samples(x: Any, name: str = "x", *, min_samples: int = 1) -> Tensor:
         raise ShapeError(f"{name} must have shape (n_samples, n_features); got {tuple(x.shape)}.{hint}")
     if x.shape[0] < min_samples:
         raise ShapeError(f"{name} must have at least {min_samples} sample(s); got {x.shape[0]}.")
-    if not (x.is_floating_point() or x.is_complex()):
+    if x.is_complex():
+        raise ShapeError(f"{name} must hold real numbers; got dtype {x.dtype}. Pass {name}.real, {name}.abs(), or "
+                         f"torch.view_as_real({name}).flatten(1).")
+    if x.device.type == "meta":
+        raise ShapeError(f"{name} must hold data; got {describe(x)}, which has none. Pass a materialised tensor.")
+    if not x.is_floating_point():
         x = x.to(torch.get_default_dtype())
     return x
 
@@ -74,6 +79,8 @@ def check_labels(labels: Any, n: int, name: str = "labels", *, device: torch.dev
         )
     if labels.is_floating_point() or labels.is_complex():
         raise ShapeError(f"{name} must hold integer class labels; got dtype {labels.dtype}. Use labels.long().")
+    if labels.device.type == "meta":
+        raise ShapeError(f"{name} must hold data; got {describe(labels)}, which has none.")
     if device is not None and labels.device != device:
         labels = labels.to(device)
     return labels.long()

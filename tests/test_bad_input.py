@@ -202,3 +202,15 @@ def test_half_model_table_and_huge_activations() -> None:
             rec.step(lab)
             t = rec.table()
         assert len(t) == 4 and np.isfinite(t["value"].to_numpy(dtype=float)).all(), t
+
+
+def test_complex_and_meta_inputs_are_refused() -> None:
+    from repdiag import ShapeError
+
+    lab = torch.tensor([0, 0, 1, 1])
+    with pytest.raises(ShapeError, match=r"x must hold real numbers; got dtype torch.complex64\. Pass x.real"):
+        F.silhouette_score(torch.randn(4, 2, dtype=torch.cfloat), lab)
+    with pytest.raises(ShapeError, match="labels must hold data"):
+        F.silhouette_score(torch.randn(4, 2), lab.to("meta"))
+    with pytest.raises(ShapeError, match="x must hold data"):
+        F.participation_ratio(torch.randn(4, 2, device="meta"))
