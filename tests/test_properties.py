@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from repdiag import RepdiagError, RepdiagWarning
 from repdiag import functional as F
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])  # the same examples every run: no flakes
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 LABEL_DTYPES = [torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8]
 EXPONENTS = {torch.float16: (-3, 4), torch.bfloat16: (-30, 30), torch.float32: (-30, 30), torch.float64: (-30, 30)}
@@ -77,6 +78,22 @@ def _unit(x: torch.Tensor) -> np.ndarray:
     return a / m if m > 0 else a
 
 
+def _davies_bouldin(x: np.ndarray, lab: np.ndarray) -> float:
+    """scikit-learn's definition and conventions, in float64 throughout (scikit-learn 1.9 computes
+    the distances in a way that leaves ~1e-4 of noise for repeated points, so an exact 0 intra
+    dispersion becomes a ratio of noise)."""
+    ks = np.unique(lab)
+    cent = np.stack([x[lab == k].mean(0) for k in ks])
+    intra = np.array([np.linalg.norm(x[lab == k] - c, axis=1).mean() for k, c in zip(ks, cent)])
+    cd = np.linalg.norm(cent[:, None] - cent[None], axis=2)
+    if np.allclose(intra, 0) or np.allclose(cd, 0):
+        return 0.0
+    cd[cd == 0] = np.inf
+    r = (intra[:, None] + intra[None]) / cd
+    np.fill_diagonal(r, -np.inf)
+    return float(r.max(1).mean())
+
+
 @pytest.mark.parametrize("name", ["silhouette_score", "davies_bouldin_score", "calinski_harabasz_score"])
 @SETTINGS
 @given(data=labelled())
@@ -89,7 +106,8 @@ def test_cluster_indices(name: str, data: tuple[torch.Tensor, torch.dtype, torch
     xs = _unit(x)
     k = len(np.unique(lab.numpy()))
     defined = 2 <= k <= x.shape[0] - 1 and not (xs == xs[:1]).all()
-    want = float(getattr(metrics, name)(xs, lab.numpy())) if defined else None
+    ref = _davies_bouldin if name == "davies_bouldin_score" else getattr(metrics, name)
+    want = float(ref(xs, lab.numpy())) if defined else None
     if not defined:
         assert torch.isnan(out)
     _check(out, caught, want, RTOL[dtype], atol=1e-4 if dtype != torch.float64 else 1e-7)
@@ -125,6 +143,9 @@ def test_linear_cka(data: tuple[torch.Tensor, torch.dtype], other: int) -> None:
     g = torch.Generator().manual_seed(other)
     y = (x.double() @ torch.randn(x.shape[1], 2, generator=g, dtype=torch.float64)).to(dtype)
     out, caught = _run(lambda: F.linear_cka(x, y))
+    if not bool(torch.isfinite(y).all()):  # the projection overflowed float16: a NonFiniteError
+        assert out is None
+        return
     assert out is not None
     a, b = _unit(x), _unit(y)
     a, b = a - a.mean(0), b - b.mean(0)

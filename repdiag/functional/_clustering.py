@@ -278,8 +278,11 @@ def silhouette_score(x: Tensor, labels: Tensor, *, block: int | None = None) -> 
 
 
 def centroids(x: Tensor, inverse: Tensor, counts: Tensor, k: int) -> Tensor:
-    sums = torch.zeros((k, x.shape[1]), dtype=x.dtype, device=x.device).index_add_(0, inverse, x)
-    return sums / counts[:, None].to(x.dtype)
+    """Class means, accumulated in float64: a class of one repeated point then has exactly that
+    point as centroid (a float32 mean can be an ulp off, and Davies–Bouldin divides by such
+    ulp-sized dispersions and centroid gaps)."""
+    sums = torch.zeros((k, x.shape[1]), dtype=torch.float64, device=x.device).index_add_(0, inverse, x.double())
+    return (sums / counts[:, None].to(torch.float64)).to(x.dtype)
 
 
 def davies_bouldin_from(x: Tensor, inverse: Tensor, counts: Tensor, cent: Tensor) -> Tensor:
