@@ -14,7 +14,8 @@ The rule, applied once per layer (at its first recorded call, again only if the 
    (features last); the last axis wins when its size is the width of a features-last module
    there (a Linear's in/out features, a LayerNorm's size) and axis 1 is not the width of a
    channels-first module of the same rank (a conv's channels, a BatchNorm's features), and
-   the other way round. A tie or no evidence goes one level up.
+   the other way round. No evidence goes one level up; where both axes fit, the nearest
+   parameterised module registered before it whose width fits decides.
 4. No evidence anywhere: the layout of the hooked layer that ran before it (same rank), else
    channels first for 4-D and larger maps and for 3-D ones in a model with a ``Conv1d``, else
    (3-D) features last, the ``(N, T, D)`` of sequence models.
@@ -212,7 +213,21 @@ def _evidence(modules: Iterator[nn.Module], shape: tuple[int, ...], skip: nn.Mod
             first = True
     if last != first:
         return "last" if last else "first"
-    return None
+    return "both" if last else None
+
+
+def _preceding(name: str, shape: tuple[int, ...], ctx: LayoutContext) -> str | None:
+    """The kind of the nearest parameterised module registered before ``name`` whose width fits
+    its own axis of ``shape`` (the module that most likely fed it)."""
+    kind = None
+    for n, m in ctx.modules.items():
+        if n == name:
+            break
+        got = _widths(m)
+        if got is not None and ((got[0] == "last" and shape[-1] in got[1])
+                                or (got[0] == "first" and shape[1] in got[1] and got[2] in (0, len(shape)))):
+            kind = got[0]
+    return kind
 
 
 def infer_layout(name: str, module: nn.Module, shape: tuple[int, ...], ctx: LayoutContext,
@@ -229,6 +244,8 @@ def infer_layout(name: str, module: nn.Module, shape: tuple[int, ...], ctx: Layo
             if kind is not None:
                 break
             kind = _evidence(ctx.subtree(anc), shape, None)
+        if kind == "both":  # both axes fit some width nearby: the module registered just before decides
+            kind = _preceding(name, shape, ctx)
     if kind is None and previous is not None and previous.ndim == ndim:
         return previous._replace(source=source)
     if kind is None:

@@ -231,7 +231,7 @@ class StreamingStats:
         masked = torch.where(m, xd, 0.0)
         s1 = masked.sum(dim=2)
         map_means = s1 / cnt_f[:, None]  # NaN rows for fully padded samples
-        dev = torch.where(m, xd - torch.where(cnt_f > 0, map_means, 0.0)[:, :, None], 0.0)
+        dev = torch.where(m, xd - torch.where(cnt_f[:, None] > 0, map_means, 0.0)[:, :, None], 0.0)
         m2_nc = dev.square().sum(dim=2)
         zero = ((x.abs() <= self.eps) if self.eps > 0 else (x == 0)).reshape(n, d, -1) & m
         zeros_l = zero.sum(dim=2)  # (n, d) int64
