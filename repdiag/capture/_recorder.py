@@ -328,9 +328,10 @@ class Recorder:
     def log_to(self, writer: Any, *, histograms: bool = False) -> pd.DataFrame:
         """Write :meth:`table` to a TensorBoard ``SummaryWriter`` (see
         :func:`repdiag.integrations.tensorboard.log_to`); returns the table written."""
-        from ..integrations.tensorboard import log_to
+        from ._tblog import write_table  # the integration's writer lives below capture
 
-        return log_to(self, writer, histograms=histograms)
+        return write_table(self.table(), writer, layer_data=self.layer_data if histograms else None,
+                           hist_step=self.step_count)
 
     def memory_bytes(self) -> int:
         """Bytes held by every buffer, statistic and work buffer (bounded by configuration and
