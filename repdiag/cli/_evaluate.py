@@ -131,11 +131,14 @@ def check_device(device: str) -> torch.device:
 
 
 def bn_gammas(model: nn.Module) -> dict[str, np.ndarray]:
-    """``{module path: gamma (C,)}`` of every affine BatchNorm-style layer (for histograms)."""
+    """``{module path: gamma (C,)}`` of every affine normalization layer (BatchNorm, LayerNorm,
+    GroupNorm, RMSNorm, ...: :func:`repdiag.bn.is_norm_layer`), flattened, for the histograms."""
+    from ..bn import norm_layers
+
     out: dict[str, np.ndarray] = {}
-    for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._NormBase) and getattr(m, "weight", None) is not None:
-            out[name] = m.weight.detach().float().cpu().numpy().copy()
+    for name, m in norm_layers(model):
+        weight: torch.Tensor = getattr(m, "weight")
+        out[name] = weight.detach().float().flatten().cpu().numpy().copy()
     return out
 
 
