@@ -61,7 +61,9 @@ def load_hf(path: str | Path, *, trust: bool = False) -> Any:
     if cls is None or not hasattr(cls, "from_pretrained"):
         cls = transformers.AutoModel
     verbosity = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # one line on error; repdiag's own bars otherwise
     try:
         model, info = cls.from_pretrained(str(p), local_files_only=True, trust_remote_code=trust,
                                           output_loading_info=True)
@@ -71,6 +73,8 @@ def load_hf(path: str | Path, *, trust: bool = False) -> Any:
                               f"{transformers.__version__} from local files: {first}") from exc
     finally:
         transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     missing = list(info.get("missing_keys") or [])
     mismatched = [str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys") or []]
     if missing or mismatched:
