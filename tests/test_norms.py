@@ -15,6 +15,8 @@ import repdiag
 from repdiag.bn import gamma_table, is_norm_layer, is_norm_module, norm_layers, plain_norm_layers
 from repdiag.cli._evaluate import bn_gammas
 
+from .test_bn_gamma import cell
+
 
 class T5LayerNorm(nn.Module):
     """The shape of Hugging Face's T5LayerNorm / LlamaRMSNorm: a 1-D weight, no bias."""
@@ -41,14 +43,6 @@ class ScaleNorm(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(2, 3))
-
-
-def cell(t, layer, metric, **params):
-    sub = t[(t.layer == layer) & (t.metric == metric)]
-    for k, v in params.items():
-        sub = sub[sub[k] == v]
-    assert len(sub) == 1, (layer, metric, params, len(sub))
-    return float(sub.value.iloc[0])
 
 
 def mixed_model() -> nn.Sequential:
