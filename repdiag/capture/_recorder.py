@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .._errors import ConfigError, RepdiagError, ShapeError
-from .._validation import check_choice, check_nonneg_float, check_positive_int
+from .._validation import check_attach_args, check_choice, check_nonneg_float, check_positive_int
 from ..metrics._plan import KMeansMemory
 from ..metrics._registry import LayerData, Metric, Row, resolve_metrics
 from ..runs import History, RunWriter, layer_entries
@@ -459,6 +459,7 @@ def attach(
         other ranks (default: the process group's timeout); further
         keys (``probe``, ``loss_fn``, ...) are accepted by the probes that define them.
     """
+    check_attach_args(layers, every=every, max_samples=max_samples, reduce=reduce, metrics=metrics, seed=seed, options=options)
     ext = {k: options.pop(k) for k in list(options) if k in EXTENSION_KEYS}
     rec = Recorder(model, layers, every=every, max_samples=max_samples, reduce=reduce, metrics=metrics, run=run,
                    seed=seed, group=group, log_dir=log_dir, **options)
