@@ -108,7 +108,7 @@ def test_feature_dim_wrong_type(value: object) -> None:
 
 
 def test_seed_wrong_type() -> None:
-    with pytest.raises(ConfigError, match=r"seed must be an int; got str 'abc'"):
+    with pytest.raises(ConfigError, match=r"seed must be an integer; got str 'abc'"):
         repdiag.attach(_mlp(), "1", seed="abc")
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .._errors import ConfigError, RepdiagError, ShapeError
-from .._validation import check_attach_args, check_choice, check_nonneg_float, check_positive_int
+from .._validation import check_attach_args, check_choice, check_seed, check_nonneg_float, check_positive_int
 from ..metrics._plan import KMeansMemory
 from ..metrics._registry import LayerData, Metric, Row, resolve_metrics
 from ..runs import History, RunWriter, layer_entries
@@ -96,9 +96,7 @@ class Recorder:
         self.snapshot_every = snapshot_every
         self.feature_dim = _check_dims(feature_dim, "feature_dim", none_ok=True)
         self.batch_dim: int | dict[str, int] = _check_dims(batch_dim, "batch_dim", none_ok=False) or 0
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"seed must be an int; got {type(seed).__name__} {seed!r}.")
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         if distributed not in (True, False, "rank0", "all"):
             raise ConfigError(f"distributed must be True, False, 'rank0' or 'all'; got {distributed!r}.")
         self.distributed = distributed

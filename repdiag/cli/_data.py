@@ -280,7 +280,11 @@ def _labels(y: Tensor, n: int) -> Tensor:
                             "that are not whole numbers. Pass class indices (y.argmax(1) for probabilities).")
         if y.numel() and float(y.abs().max()) > 2**53:
             raise DataError("labels must be class indices; got floats beyond 2**53. Pass class indices.")
-    return y.long()
+    y = y.long()
+    if y.numel() and int(y.min()) < 0:
+        raise DataError(f"labels must be class indices >= 0; got a minimum of {int(y.min())}. Map the classes to "
+                        "0..k-1 and leave unlabelled samples out (or drop the labels key).")
+    return y
 
 
 def check_seed(seed: Any, flag: str = "--seed") -> int:

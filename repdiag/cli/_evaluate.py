@@ -195,10 +195,7 @@ def evaluate(model: nn.Module, data: DataSource, *, name: str, layers: Any = "au
     rec = attach(model, layers, max_samples=data.x.shape[0], metrics=metrics, run=name, seed=seed,
                  metric_options=metric_options, **dict(capture_options or {}))
     caught: list[str] = []
-    import inspect
-
-    step: Any = rec.step
-    takes_mask = "mask" in inspect.signature(step).parameters  # the recorder's mask API, where it has one
+    labelled = data.has_labels
     try:
         n_batches = (data.x.shape[0] + batch_size - 1) // batch_size
         with torch.no_grad(), progress_bar(n_batches, f"forward {name}", quiet, "batch") as bar:
@@ -215,10 +212,9 @@ def evaluate(model: nn.Module, data: DataSource, *, name: str, layers: Any = "au
                         f"data {data.shapes()} ({data.description}) does not fit model {name!r}: {first}. Pass "
                         f"--data that matches the model's input ({hint})."
                     ) from exc
-                if b.mask is not None and takes_mask:
-                    step(labels=b.y, mask=b.mask)  # padded tokens left out of the rows
-                else:
-                    rec.step(labels=b.y)
+                # the attention_mask among b.kwargs reaches the recorder's root hook: padded tokens
+                # are left out of the rows; -1 fills a source without labels
+                rec.step(labels=b.y if labelled else None)
                 bar.update(1)
         with warnings.catch_warnings(record=True) as ws:
             warnings.simplefilter("always", RepdiagWarning)
