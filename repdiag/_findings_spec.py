@@ -42,7 +42,7 @@ HOW_TO_MEASURE = {
     "probe": "attach(model, probe=x_fixed, probe_every=k)",
     "labels": "rec.step(labels=y)",
     "stats": "the default metrics (they are computed from every recorded activation)",
-    "gamma": "a model with affine BatchNorm layers",
+    "gamma": "a model with affine normalization layers (BatchNorm, LayerNorm, GroupNorm, RMSNorm)",
 }
 
 

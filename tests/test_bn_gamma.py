@@ -76,7 +76,8 @@ def test_which_layers_count():
                           nn.GroupNorm(1, 3), nn.InstanceNorm1d(3, affine=True), nn.LayerNorm(3, bias=False),
                           nn.Linear(3, 3))
     assert [n for n, _ in norm_layers(model)] == ["2", "3", "4"]
-    t = gamma_table(model)
+    with pytest.warns(repdiag.RepdiagWarning, match="without affine parameters"):
+        t = gamma_table(model)
     assert "beta_mean" not in set(t[t.layer == "4"].metric) and "beta_mean" in set(t[t.layer == "2"].metric)
     assert len(gamma_table(nn.Sequential(nn.Linear(2, 2)))) == 0
 

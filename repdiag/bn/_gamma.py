@@ -3,6 +3,8 @@ Morcos, ICLR 2021: how many features BN disables with small gamma)."""
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -10,25 +12,44 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .._errors import CheckpointError, ConfigError, ShapeError
+from .._errors import CheckpointError, ConfigError, RepdiagWarning, ShapeError
 from ..metrics._registry import Row
 from ..tables import make_table
 
-__all__ = ["gamma_table", "gamma_rows", "norm_layers", "is_norm_layer", "DEFAULT_THRESHOLDS", "DEFAULT_QUANTILES"]
+__all__ = ["gamma_table", "gamma_rows", "norm_layers", "is_norm_layer", "is_norm_module", "plain_norm_layers", "DEFAULT_THRESHOLDS", "DEFAULT_QUANTILES"]
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (1e-3, 1e-2, 5e-2, 1e-1)
 DEFAULT_QUANTILES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-_NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+_NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm,
+                                             *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
+_NORM_NAME = re.compile(r"Norm([123]d)?$")
+"""Class names of normalization layers outside torch: ``...Norm`` (``LlamaRMSNorm``, ``T5LayerNorm``,
+``ConvNextLayerNorm``), optionally ``...Norm1d/2d/3d``."""
+
+
+def _affine(module: nn.Module, name: str) -> bool:
+    return isinstance(getattr(module, name, None), nn.Parameter) or _parametrized(module, name)
+
+
+def is_norm_module(module: nn.Module) -> bool:
+    """True for any normalization layer, with or without affine parameters: torch's BatchNorm*,
+    SyncBatchNorm, InstanceNorm*, GroupNorm, LayerNorm and RMSNorm (and their subclasses), and any
+    other module whose class name ends in ``Norm`` (or ``Norm1d/2d/3d``) and which owns a 1-D
+    ``weight`` parameter (Hugging Face's ``LlamaRMSNorm``, ``T5LayerNorm``, ...). Such a module
+    without a weight cannot be told from other modules by its name alone, so it does not count."""
+    if isinstance(module, _NORM_TYPES):
+        return True
+    if not _NORM_NAME.search(type(module).__name__) or not _affine(module, "weight"):
+        return False
+    return getattr(module, "weight").ndim == 1
 
 
 def is_norm_layer(module: nn.Module) -> bool:
-    """True for a normalization layer with a learnable scale: BatchNorm*, SyncBatchNorm,
-    InstanceNorm* (affine), GroupNorm and LayerNorm (affine), and any other module whose class
-    name contains ``Norm`` and which owns a ``weight`` parameter (RMSNorm, repdiag's unitized BN)."""
-    weight = getattr(module, "weight", None)
-    if not isinstance(weight, nn.Parameter) and not _parametrized(module, "weight"):
-        return False
-    return isinstance(module, _NORM_TYPES) or "Norm" in type(module).__name__
+    """True for a normalization layer with a learnable scale (see :func:`is_norm_module`):
+    BatchNorm*, SyncBatchNorm and InstanceNorm* with ``affine=True``, GroupNorm with ``affine``,
+    LayerNorm and RMSNorm with ``elementwise_affine``, other ``...Norm`` modules with a 1-D
+    ``weight`` (repdiag's unitized BN, Hugging Face's RMSNorm and LayerNorm variants)."""
+    return is_norm_module(module) and _affine(module, "weight")
 
 
 def _parametrized(module: nn.Module, name: str) -> bool:
@@ -39,6 +60,12 @@ def _parametrized(module: nn.Module, name: str) -> bool:
 def norm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(name, module)`` of every affine normalization layer, in module order."""
     return [(n, m) for n, m in model.named_modules() if is_norm_layer(m)]
+
+
+def plain_norm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every normalization layer without a learnable scale
+    (``affine=False``, ``elementwise_affine=False``), in module order: they have no gamma."""
+    return [(n, m) for n, m in model.named_modules() if is_norm_module(m) and not is_norm_layer(m)]
 
 
 def _check_levels(values: Any, name: str, *, closed: bool) -> list[float]:
@@ -79,6 +106,13 @@ def gamma_rows(
     if reference is not None and not isinstance(reference, Mapping):
         raise ConfigError(f"reference must be a state dict (mapping of names to tensors) or a module; got "
                           f"{type(reference).__name__}.")
+    plain = plain_norm_layers(model)
+    if plain:
+        shown = ", ".join(f"{n or '(model)'!r} ({type(m).__name__})" for n, m in plain[:6])
+        more = f" and {len(plain) - 6} more" if len(plain) > 6 else ""
+        warnings.warn(f"{len(plain)} normalization layer(s) without affine parameters (affine=False or "
+                      f"elementwise_affine=False) have no gamma or beta, so the gamma table has no rows for them: "
+                      f"{shown}{more}.", RepdiagWarning, stacklevel=3)
     for depth, (name, mod) in enumerate(norm_layers(model)):
         common = {"layer": name, "module": type(mod).__name__, "depth": depth}
         weight: Tensor = getattr(mod, "weight")

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._evaluate import RunResult
 
 EMBED_CHOICES = ("umap", "pca", "none")
+REDUCE_CHOICES = ("mean", "positions", "flatten")
 
 
 def add_common(p: argparse.ArgumentParser, *, out_default: str) -> None:
@@ -41,7 +42,8 @@ def add_common(p: argparse.ArgumentParser, *, out_default: str) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``repdiag report``."""
     p.add_argument("checkpoints", nargs="+", metavar="RUN_OR_CKPT",
-                   help="run directories (attach(..., log_dir=...); their final.pt is evaluated when present) and "
+                   help="run directories (attach(..., log_dir=...); their final.pt is evaluated when present), Hugging Face "
+                        "save_pretrained directories (config.json + weights; needs repdiag[hf]) and "
                         "checkpoint files: state dict (.pt/.pth, common wrappers), .safetensors, TorchScript")
     p.add_argument("--group", action="append", metavar="NAME=GLOB",
                    help="put the inputs whose path matches GLOB in group NAME (repeatable; quote the glob); "
@@ -54,13 +56,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--names", metavar="NAMES",
                    help="comma-separated run names, one per input (default: run names, checkpoint file names)")
     p.add_argument("--data", default="digits", metavar="SPEC",
-                   help="'digits' (default), a .npz with x and y, a .pt tensor file, or module:function "
-                        "returning a Dataset, DataLoader or (x, y)")
+                   help="'digits' (default), a .npz or .pt dict of inputs (x, or input_ids/attention_mask/...) and "
+                        "labels (y or labels), or module:function returning a Dataset, DataLoader or (x, y)")
     p.add_argument("--samples", type=int, default=1000, metavar="N", help="samples to run (default: 1000)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="batch size (default: 256)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--layers", default="auto", metavar="LAYERS",
                    help="comma-separated module paths or globs to hook (default: auto = activation modules)")
+    p.add_argument("--reduce", default="mean", choices=REDUCE_CHOICES,
+                   help="how a conv map or token sequence becomes rows (attach's reduce; default: mean)")
+    p.add_argument("--capture", default="output", choices=("output", "input"),
+                   help="record each hooked module's output (default) or its input")
+    p.add_argument("--feature-dim", default="auto", metavar="DIM",
+                   help="axis of the units in the hooked outputs, e.g. -1 for (batch, tokens, features) "
+                        "(default: auto, attach's layout inference)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow pickled objects (runs code from the file!) and factories the checkpoint names")
     add_common(p, out_default="repdiag-report")
@@ -112,6 +121,18 @@ def parse_layers(spec: str) -> str | list[str]:
     if not names:
         raise ConfigError("--layers must be 'auto' or comma-separated module paths; got an empty list.")
     return names
+
+
+def capture_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--reduce``, ``--capture`` and ``--feature-dim`` as ``attach`` keywords."""
+    out: dict[str, Any] = {"reduce": args.reduce, "capture": args.capture}
+    text = str(args.feature_dim).strip()
+    if text != "auto":
+        try:
+            out["feature_dim"] = int(text)
+        except ValueError:
+            raise ConfigError(f"--feature-dim must be 'auto' or an integer axis such as -1 or 1; got {text!r}.") from None
+    return out
 
 
 def _kwargs(text: str) -> dict[str, Any]:
@@ -244,14 +265,24 @@ def print_summary(data: ReportData, paths: dict[str, Path], quiet: bool) -> None
 
 
 def _load_all(args: argparse.Namespace, paths: list[str]) -> list[Any]:
+    """Load every checkpoint: ``save_pretrained`` directories through transformers (``--model``
+    does not apply to them: their config names the architecture), the rest with
+    :func:`repdiag.checkpoint.load_checkpoint`, ``--model`` given once or once per such file."""
     from ..checkpoint import load_checkpoint
+    from ._hf import is_hf_dir, load_hf
 
-    specs = _per_checkpoint(args.model, len(paths), "--model")
-    kw_texts = _per_checkpoint(args.model_kwargs, len(paths), "--model-kwargs")
+    hf = [is_hf_dir(p) for p in paths]
+    files = [p for p, h in zip(paths, hf) if not h]
+    specs = iter(_per_checkpoint(args.model, len(files), "--model"))
+    kw_texts = iter(_per_checkpoint(args.model_kwargs, len(files), "--model-kwargs"))
     if args.model_kwargs and not args.model:
         raise ConfigError("--model-kwargs needs --model (the factory it is passed to).")
     models = []
-    for path, spec, kw in zip(paths, specs, kw_texts):
+    for path, h in zip(paths, hf):
+        if h:
+            models.append(load_hf(path, trust=args.trust_checkpoint))
+            continue
+        spec, kw = next(specs), next(kw_texts)
         kwargs = _kwargs(kw) if kw is not None else None
         models.append(load_checkpoint(path, factory=spec, model_kwargs=kwargs, trust=args.trust_checkpoint))
     return models
@@ -265,7 +296,10 @@ def run(args: argparse.Namespace) -> int:
     _positive(args.embed_samples, "--embed-samples")
     metrics = parse_metrics(args.metrics)
     layers = parse_layers(args.layers)
-    from ._data import load_data
+    capture = capture_options(args)
+    from ._data import check_seed, load_data
+
+    check_seed(args.seed)
     from ._evaluate import check_device, evaluate
     from ._runs import embedded_runs, finish_report, gather_sources, training_rows
 
@@ -275,9 +309,12 @@ def run(args: argparse.Namespace) -> int:
     models = _load_all(args, [str(s.checkpoint) for s in evaluated])
     data = load_data(args.data, samples=args.samples, seed=args.seed)
     results = [evaluate(m, data, name=s.name, layers=layers, metrics=metrics, batch_size=args.batch_size,
-                        device=device, quiet=args.quiet, seed=args.seed) for m, s in zip(models, evaluated)]
+                        device=device, quiet=args.quiet, seed=args.seed, capture_options=capture)
+               for m, s in zip(models, evaluated)]
     meta = {"command": "repdiag " + " ".join(getattr(args, "argv", None) or sys.argv[1:]), "data": data.description,
-            **versions(("umap-learn",) if args.embedding == "umap" else ())}
+            **versions(("umap-learn",) if args.embedding == "umap" else ()),
+            **({"transformers": versions(("transformers",))["transformers"]}
+               if any(type(m).__module__.startswith("transformers") for m in models) else {})}
     report = assemble(results, embedding=args.embedding, embed_layers=args.embed_layers,
                       embed_samples=args.embed_samples, seed=args.seed, quiet=args.quiet, meta=meta, sources={},
                       training=training_rows(inputs), embed_runs=embedded_runs(inputs))

@@ -20,7 +20,7 @@ from torch import nn
 from .._errors import ConfigError, DataError, RepdiagError, RepdiagWarning
 from ._data import DataSource
 
-__all__ = ["Progress", "RunResult", "check_device", "evaluate", "bn_gammas", "progress_bar"]
+__all__ = ["Progress", "RunResult", "check_device", "check_inputs", "evaluate", "bn_gammas", "progress_bar"]
 
 
 @dataclass
@@ -131,20 +131,56 @@ def check_device(device: str) -> torch.device:
 
 
 def bn_gammas(model: nn.Module) -> dict[str, np.ndarray]:
-    """``{module path: gamma (C,)}`` of every affine BatchNorm-style layer (for histograms)."""
+    """``{module path: gamma (C,)}`` of every affine normalization layer (BatchNorm, LayerNorm,
+    GroupNorm, RMSNorm, ...: :func:`repdiag.bn.is_norm_layer`), flattened, for the histograms."""
+    from ..bn import norm_layers
+
     out: dict[str, np.ndarray] = {}
-    for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._NormBase) and getattr(m, "weight", None) is not None:
-            out[name] = m.weight.detach().float().cpu().numpy().copy()
+    for name, m in norm_layers(model):
+        weight: torch.Tensor = getattr(m, "weight")
+        out[name] = weight.detach().float().flatten().cpu().numpy().copy()
     return out
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating parameter (the inputs' dtype), None without one."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+def check_inputs(model: nn.Module, data: DataSource, name: str) -> None:
+    """Refuse, before any forward, named inputs that ``model.forward`` has no argument for."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # builtins and C extensions: let the forward say
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    names = [p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                  inspect.Parameter.KEYWORD_ONLY)]
+    given = ([data.x_name] if data.x_name else []) + list(data.kwargs)
+    bad = [k for k in given if k not in names]
+    if bad:
+        raise DataError(f"--data holds input(s) {', '.join(map(repr, bad))}, but model {name!r} takes "
+                        f"forward({', '.join(names)}); name the arrays after its arguments ('x' for the positional "
+                        "input, 'y' or 'labels' for the labels).")
 
 
 def evaluate(model: nn.Module, data: DataSource, *, name: str, layers: Any = "auto",
              metrics: str | Sequence[str] | None = "default", batch_size: int = 256, device: torch.device | None = None,
              keep: Sequence[str] | str = "all", quiet: bool = True, seed: int = 0,
-             metric_options: dict[str, dict[str, Any]] | None = None) -> RunResult:
+             metric_options: dict[str, dict[str, Any]] | None = None,
+             capture_options: dict[str, Any] | None = None) -> RunResult:
     """Forward ``data`` through ``model`` in eval mode without gradients, with ``attach``;
     returns the table (``step`` empty: these are not training steps) and the samples of ``keep``.
+
+    Each batch goes in as ``model(x)`` or, for named inputs, ``model(input_ids=..., ...)``
+    (:meth:`DataSource.forward_batches`); floating inputs take the model's dtype.
+    ``capture_options`` (``reduce``, ``capture``, ``feature_dim``) go to ``attach``.
     """
     from ..capture import attach
 
@@ -153,27 +189,32 @@ def evaluate(model: nn.Module, data: DataSource, *, name: str, layers: Any = "au
             f"run {name!r} is a TorchScript module, which cannot take forward hooks. Pass --model SPEC (and "
             "--model-kwargs) to load its weights into the eager architecture."
         )
+    check_inputs(model, data, name)
     device = device or torch.device("cpu")
     model = model.to(device).eval()
     rec = attach(model, layers, max_samples=data.x.shape[0], metrics=metrics, run=name, seed=seed,
-                 metric_options=metric_options)
+                 metric_options=metric_options, **dict(capture_options or {}))
     caught: list[str] = []
+    labelled = data.has_labels
     try:
         n_batches = (data.x.shape[0] + batch_size - 1) // batch_size
         with torch.no_grad(), progress_bar(n_batches, f"forward {name}", quiet, "batch") as bar:
-            for xb, yb in data.batches(batch_size, str(device)):
+            for b in data.forward_batches(batch_size, device, _float_dtype(model)):
                 try:
-                    model(xb)
+                    model(*b.args, **b.kwargs)
                 except RepdiagError:
                     raise
                 except (RuntimeError, ValueError, TypeError, IndexError) as exc:
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    hint = ("the example models take x of shape (N, 1, 8, 8) digits" if data.x_name is None else
+                            "a Hugging Face model takes input_ids (N, T) and attention_mask (N, T)")
                     raise DataError(
-                        f"data of shape {tuple(data.x.shape)} ({data.description}) does not fit model {name!r}: "
-                        f"{first}. Pass --data that matches the model's input (the example models take "
-                        "(N, 1, 8, 8) digits)."
+                        f"data {data.shapes()} ({data.description}) does not fit model {name!r}: {first}. Pass "
+                        f"--data that matches the model's input ({hint})."
                     ) from exc
-                rec.step(labels=yb)
+                # the attention_mask among b.kwargs reaches the recorder's root hook: padded tokens
+                # are left out of the rows; -1 fills a source without labels
+                rec.step(labels=b.y if labelled else None)
                 bar.update(1)
         with warnings.catch_warnings(record=True) as ws:
             warnings.simplefilter("always", RepdiagWarning)

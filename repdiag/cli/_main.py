@@ -51,9 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = _command_module(COMMANDS[args.command][0])
     try:
         if getattr(args, "seed", None) is not None:
-            from .._validation import check_seed
+            from ._data import check_seed
 
-            check_seed(args.seed, "--seed")  # a seed past 2**64 would overflow deep in torch
+            check_seed(args.seed)  # before any work: a seed past 2**32 would overflow deep in numpy/torch
         return int(module.run(args) or 0)
     except (RepdiagError, OSError) as exc:  # OSError: a file the command reads or writes, in one line
         if getattr(args, "debug", False):

@@ -106,16 +106,20 @@ def gather_sources(paths: Sequence[str], names: str | None, groups: Sequence[str
         path, or ``--names`` of the wrong length.
     """
     from ..runs import is_run_dir, read_meta
+    from ._hf import is_hf_dir
 
     specs = parse_groups(groups)
     found: list[tuple[str, Path | None, Path | None, dict[str, Any]]] = []
     for arg in paths:
         p = Path(arg)
-        if p.is_dir():
+        if p.is_dir() and not is_run_dir(p) and is_hf_dir(p):
+            found.append((arg, None, p, {}))  # a save_pretrained directory: evaluated like a checkpoint
+        elif p.is_dir():
             if not is_run_dir(p):
-                raise ConfigError(f"each input must be a checkpoint file or a run directory (it holds meta.json, "
-                                  f"written by repdiag.attach(..., log_dir=...)); {arg!r} is a directory without "
-                                  "one. Pass the run directories themselves, e.g. runs/*.")
+                raise ConfigError(f"each input must be a checkpoint file, a run directory (it holds meta.json, "
+                                  f"written by repdiag.attach(..., log_dir=...)) or a Hugging Face save_pretrained "
+                                  f"directory (config.json); {arg!r} is a directory with neither. Pass the run "
+                                  "directories themselves, e.g. runs/*.")
             final = p / FINAL_CHECKPOINT
             found.append((arg, p, final if final.is_file() else None, read_meta(p)))
         else:
@@ -130,7 +134,8 @@ def gather_sources(paths: Sequence[str], names: str | None, groups: Sequence[str
         run_names = named(paths, names)  # checks count and distinctness
     else:
         run_names = _unique([str(meta.get("run") or Path(arg.rstrip("/\\")).name) if rd is not None
-                             else (Path(arg).stem or Path(arg).name) for arg, rd, _, meta in found])
+                             else (Path(arg).stem or Path(arg).name) if not Path(arg).is_dir()
+                             else Path(arg.rstrip("/\\")).name for arg, rd, _, meta in found])
     out = []
     for (arg, rd, ck, meta), name in zip(found, run_names):
         seed = meta.get("seed")

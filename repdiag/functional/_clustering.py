@@ -185,11 +185,21 @@ def _distance_sums_numpy(x: Tensor, onehot: Tensor, block: int | None) -> Tensor
     for i in range(0, n, block):
         for j in range(i, n, block):
             d = left[i:i + block] @ right[j:j + block].T
-            r, c = np.nonzero(d <= _NEAR * (sq[i:i + block, None] + sq[j:j + block].max()))
-            hit = d[r, c] <= _NEAR * (sq[i + r] + sq[j + c])
-            r, c = r[hit], c[hit]
-            d[r, c] = ((xc[i + r] - xc[j + c]) ** 2).sum(axis=1)
-            np.sqrt(np.maximum(d, 0, out=d), out=d)
+            if i == j:
+                np.fill_diagonal(d, np.inf)  # known to be 0; kept out of the candidates
+            # Rows holding a candidate first (one row minimum), then the candidates within them:
+            # a nonzero over the whole block costs half its matmul.
+            thr = _NEAR * (sq[i:i + block] + sq[j:j + block].max())
+            rows = np.flatnonzero(d.min(axis=1) <= thr)
+            if rows.size:
+                r, c = np.nonzero(d[rows] <= thr[rows, None])
+                r = rows[r]
+                hit = d[r, c] <= _NEAR * (sq[i + r] + sq[j + c])
+                r, c = r[hit], c[hit]
+                d[r, c] = ((xc[i + r] - xc[j + c]) ** 2).sum(axis=1)
+            # No entry is negative now: every one at most _NEAR (sq_i + sq_j), negatives included,
+            # was recomputed as a sum of squares.
+            np.sqrt(d, out=d)
             if i == j:
                 np.fill_diagonal(d, 0)
             sums[i:i + block] += d @ oh[j:j + block]

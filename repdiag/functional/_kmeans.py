@@ -142,8 +142,8 @@ def _lloyd(x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol: Tensor)
     else:
         out[act] = ca
     labels = _assign(x, x_sq, out)[0]
-    near = out.gather(1, labels[..., None].expand(-1, -1, d))
-    return KMeansResult(labels, out, ((x - near) ** 2).sum(dim=(1, 2)))
+    res = x - out[torch.arange(b, device=x.device)[:, None], labels]  # exact residuals, not the expansion
+    return KMeansResult(labels, out, res.mul_(res).sum(dim=(1, 2)))
 
 
 def kmeans_stack(x: Tensor, k: int, *, n_init: int = 1, seeds: Sequence[int] = (0,), init: Tensor | None = None,
@@ -154,7 +154,11 @@ def kmeans_stack(x: Tensor, k: int, *, n_init: int = 1, seeds: Sequence[int] = (
     batched), or starts from ``init[i]``: ``init`` of shape (L, k, d), or (L, r, k, d) for r
     runs per set. Each set keeps its lowest-inertia run; results carry the leading L."""
     nl, n, d = x.shape
-    var = x.var(dim=1, correction=0).mean(dim=1) if n > 1 else torch.zeros(nl, dtype=x.dtype, device=x.device)
+    # mean per-feature variance (two passes, as x.var(dim=1).mean(dim=1), whose reduction over the
+    # middle dimension is slower on CPU)
+    centred = x - x.mean(dim=1, keepdim=True)
+    var = centred.mul_(centred).sum(dim=(1, 2)) / (n * d)
+    del centred
     x_sq = (x * x).sum(dim=2)
     if init is not None:
         init = init[:, None] if init.ndim == 3 else init
@@ -162,7 +166,7 @@ def kmeans_stack(x: Tensor, k: int, *, n_init: int = 1, seeds: Sequence[int] = (
         centers = init.reshape(nl * runs, k, d).clone()
     else:
         runs = n_init
-    xr, xr_sq = x.repeat_interleave(runs, dim=0), x_sq.repeat_interleave(runs, dim=0)
+    xr, xr_sq = (x, x_sq) if runs == 1 else (x.repeat_interleave(runs, dim=0), x_sq.repeat_interleave(runs, dim=0))
     if init is None:
         centers = _seed(xr, xr_sq, k, [torch.Generator(device=x.device).manual_seed(int(s)) for s in seeds], runs)
     res = _lloyd(xr, xr_sq, centers, max_iter, (tol * var).repeat_interleave(runs))

@@ -1,5 +1,6 @@
-"""BatchNorm metrics: channels switched off (from the streaming zero counts) and the model-wide
-gamma table (Frankle, Schwab, Morcos, ICLR 2021)."""
+"""Normalization metrics: channels switched off (from the streaming zero counts) and the model-wide
+gamma table of every affine normalization layer, BatchNorm, LayerNorm, GroupNorm, RMSNorm
+(Frankle, Schwab, Morcos, ICLR 2021 studied BatchNorm)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ def _channels_off(data: LayerData, off_threshold: float = 0.99) -> Iterator[Row]
     yield {"value": float(off.item()), "n": s.samples, "threshold": float(off_threshold)}
 
 
-@register_metric("gamma", needs=("model",), scope="model", default=True, meaning="BN gamma / beta statistics")
+@register_metric("gamma", needs=("model",), scope="model", default=True, meaning="norm-layer gamma / beta statistics")
 def _gamma(data: LayerData, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
            reference: Mapping[str, Any] | None = None,
            quantiles: Sequence[float] = DEFAULT_QUANTILES) -> Iterator[Row]:
-    """Gamma table of every affine normalization layer: fraction of |gamma| < threshold, gamma and
-    beta mean/std/quantiles (see repdiag.bn.gamma_table)."""
+    """Gamma table of every affine normalization layer (BatchNorm, LayerNorm, GroupNorm, RMSNorm,
+    each under its own ``module`` name): fraction of |gamma| < threshold, gamma and beta
+    mean/std/quantiles (see repdiag.bn.gamma_table)."""
     yield from gamma_rows(data.model, thresholds, reference, quantiles)
