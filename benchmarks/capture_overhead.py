@@ -15,6 +15,13 @@ same run.
     python benchmarks/capture_overhead.py [--repeats 200] [--periods 1] [--every 1 10] [--batch 128]
 
 Runs about 7 minutes on 2 CPU cores.
+
+``--model transformer`` runs the same comparison on a small sequence encoder instead: two
+``nn.TransformerEncoderLayer`` blocks (d_model 128, 4 heads, feed-forward 512, GELU module, so
+``layers="auto"`` takes the two block activations), batch 32 of length 128, mean-pooled into a
+10-class head:
+
+    python benchmarks/capture_overhead.py --model transformer --batch 32 --repeats 100
 """
 
 from __future__ import annotations
@@ -35,12 +42,27 @@ from repdiag.capture import _native  # noqa: E402
 from repdiag.models import cifar_cnn  # noqa: E402
 
 
+class SmallEncoder(nn.Module):
+    """The transformer arm: two encoder blocks with a GELU module, mean-pooled into 10 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(128, 4, 512, dropout=0.1, activation=nn.GELU(), batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.enc(x).mean(1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=200,
                     help="repeats for every=1; every=k runs max(30, repeats // k)")
     ap.add_argument("--periods", type=int, default=1, help="schedule periods (of `every` steps) per timed block")
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--model", choices=["cnn", "transformer"], default="cnn")
+    ap.add_argument("--seq", type=int, default=128, help="sequence length of the transformer arm")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--every", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -49,9 +71,15 @@ def main() -> None:
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    base = cifar_cnn("bn").to(dev)
+    if args.model == "cnn":
+        base: nn.Module = cifar_cnn("bn").to(dev)
+        x = torch.randn(args.batch, 3, 32, 32, device=dev)
+        desc = f"cifar_cnn(bn), batch {args.batch}"
+    else:
+        base = SmallEncoder().to(dev)
+        x = torch.randn(args.batch, args.seq, 128, device=dev)
+        desc = f"2-block TransformerEncoder (d 128, ff 512), batch {args.batch} x length {args.seq}"
     loss_fn = nn.CrossEntropyLoss()
-    x = torch.randn(args.batch, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (args.batch,), device=dev)
 
     def block(model: nn.Module, opt: torch.optim.Optimizer, rec: repdiag.Recorder | None, steps: int) -> None:
@@ -64,7 +92,7 @@ def main() -> None:
 
     print(f"machine: {machine()}; device {dev}")
     print(kernel_status())
-    print(f"model: cifar_cnn(bn), batch {args.batch}, blocks of {args.periods} x every steps; one model attached "
+    print(f"model: {desc}, blocks of {args.periods} x every steps; one model attached "
           "(layers='auto', metrics='default'); recording and paused blocks alternate\n")
     rows = []
     for every in args.every:

@@ -19,7 +19,7 @@ ROLES: tuple[str, ...] = ("activation", "norm", "linear", "conv", "block", "othe
 _ACTIVATIONS = frozenset({
     "ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish",
     "Hardswish", "Hardtanh", "Softplus", "Tanh", "Sigmoid", "Hardsigmoid", "GLU", "Softsign", "Tanhshrink",
-    "Threshold", "LogSigmoid", "Swish", "NewGELUActivation", "GELUActivation", "QuickGELUActivation",
+    "Threshold", "LogSigmoid", "Swish", "GELUTanh", "PytorchGELUTanh",
 })
 _BLOCK = re.compile(r"(TransformerEncoderLayer|TransformerDecoderLayer|Block|Layer$|Bottleneck|BasicBlock|"
                     r"Attention|RNN|LSTM|GRU)")
@@ -30,15 +30,15 @@ def role_of(module: str | None) -> str:
 
     ``"norm"`` is any class whose name contains ``Norm`` (BatchNorm*, LayerNorm, GroupNorm,
     RMSNorm, repdiag's unitized BN); ``"conv"`` names starting ``Conv``; ``"linear"`` ``Linear``
-    and ``Bilinear``; ``"activation"`` the activation modules ``layers="auto"`` picks (and a few
-    Hugging Face ones); ``"block"`` Transformer layers, residual blocks and RNNs.
+    and ``Bilinear``; ``"activation"`` the activation modules ``layers="auto"`` picks (Hugging
+    Face ones by their ``*Activation`` names); ``"block"`` Transformer layers, residual blocks and RNNs.
 
     >>> [role_of(m) for m in ("ReLU", "BatchNorm2d", "Conv2d", "Linear", "BasicBlock", "MaxPool2d")]
     ['activation', 'norm', 'conv', 'linear', 'block', 'other']
     """
     if not module:
         return "other"
-    if module in _ACTIVATIONS:
+    if module in _ACTIVATIONS or module.endswith("Activation"):  # Hugging Face: GELUActivation, ...
         return "activation"
     if "Norm" in module:
         return "norm"

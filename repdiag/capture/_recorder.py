@@ -418,17 +418,21 @@ def attach(
     layers : "auto", str, list, type or callable
         ``"auto"`` takes every activation module (ReLU, GELU, SiLU, Tanh, ... see
         :data:`repdiag.capture.ACTIVATION_TYPES`): their outputs are the post-activation
-        representations the source papers study. A model with none (it calls ``F.relu`` in
-        ``forward``) gets its conv, linear, norm, RNN and Transformer-block layers instead. Also
-        accepted: a module path, a glob (``"features.*"``), a list of those, a module type or
-        tuple of types, or a predicate ``f(name, module) -> bool``.
+        representations the source papers study; Hugging Face activations (classes of
+        ``transformers.activations``) count, so a transformer gets each block's MLP activation.
+        A model with none (it calls ``F.relu`` in ``forward``) gets its conv, linear (and GPT-2
+        ``Conv1D``), norm, RNN and Transformer-block layers instead. Also accepted: a module
+        path, a glob (``*`` within one dotted level, ``**`` across levels: ``"h.*"``,
+        ``"h.**.act"``), a list of those, a module type or tuple of types, or a predicate
+        ``f(name, module) -> bool``.
     every : int
         Record on steps ``0, every, 2*every, ...``; other steps cost one bool check per hook.
     max_samples : int
         Rows kept per layer (reservoir sampling: a uniform sample of all rows seen).
     reduce : {"mean", "positions", "flatten"}
-        How a conv map becomes rows: the spatial mean per channel (one row per sample), each
-        spatial position a row (labels broadcast), or the flattened map.
+        How a conv map or sequence becomes rows: the mean over positions per unit (one row per
+        sample), each position a row (labels broadcast), or the flattened map. Padded tokens
+        (the forward's ``attention_mask``, or :meth:`Recorder.set_mask`) are left out.
     metrics : "default", "all", list of str, or None
         Metric plugins :meth:`Recorder.table` computes (``repdiag metrics`` lists them).
     run : str
@@ -448,7 +452,8 @@ def attach(
     **options
         ``capture="input"`` records each module's input instead of its output (the
         post-activation input of the next layer in nets with functional activations);
-        ``feature_dim`` / ``batch_dim`` override the layout; ``sparsity_eps`` counts
+        ``feature_dim`` / ``batch_dim`` override the inferred layout (:attr:`Recorder.layout`),
+        an int for all layers or a dict ``{layer: dim}``; ``sparsity_eps`` counts
         ``|x| <= eps`` as zero; ``snapshot_every=k`` snapshots and resets every k steps so the
         table has values over training; ``metric_options={"name": {...}, "*": {...}}``;
         ``distributed=True`` (or ``"all"``) makes :meth:`Recorder.table` describe every rank's
