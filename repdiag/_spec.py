@@ -54,6 +54,9 @@ def resolve_callable(spec: str | Callable[..., Any], what: str = "model",
                 f"cannot import module {where!r} of {what} spec {spec!r}: {exc}. Is the package installed, or "
                 "did you mean a file path ending in .py?"
             ) from exc
+        except Exception as exc:  # the module itself raised while importing (not a missing package)
+            raise ConfigError(f"importing module {where!r} of {what} spec {spec!r} failed: {type(exc).__name__}: "
+                              f"{exc}. Fix the module, or check the spec.") from exc
     fn = getattr(module, name, None)
     if fn is None or not callable(fn):
         public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))[:12]

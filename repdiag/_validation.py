@@ -1,15 +1,18 @@
-"""Input validation shared by every layer of repdiag (imports nothing else of repdiag but errors)."""
+"""Input validation shared by every layer of repdiag: one path, so every bad argument gets one
+:class:`~repdiag.RepdiagError` of the template in ``_errors`` (expected, got, what to do) and no
+plugin checks its own options. At import this module needs nothing of repdiag but the errors;
+:func:`check_attach_args` reads the metric registry when it runs."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._errors import ConfigError, NonFiniteError, ShapeError
+from ._errors import ConfigError, NonFiniteError, ShapeError, UnknownOptionError, did_you_mean, expected_error
 
 __all__ = [
     "first_tensor",
@@ -21,6 +24,9 @@ __all__ = [
     "check_choice",
     "check_finite",
     "describe",
+    "check_seed",
+    "check_attach_args",
+    "check_metric_options",
 ]
 
 
@@ -49,7 +55,12 @@ def check_samples(x: Any, name: str = "x", *, min_samples: int = 1) -> Tensor:
         raise ShapeError(f"{name} must have shape (n_samples, n_features); got {tuple(x.shape)}.{hint}")
     if x.shape[0] < min_samples:
         raise ShapeError(f"{name} must have at least {min_samples} sample(s); got {x.shape[0]}.")
-    if not (x.is_floating_point() or x.is_complex()):
+    if x.is_complex():
+        raise ShapeError(f"{name} must hold real numbers; got dtype {x.dtype}. Pass {name}.real, {name}.abs(), or "
+                         f"torch.view_as_real({name}).flatten(1).")
+    if x.device.type == "meta":
+        raise ShapeError(f"{name} must hold data; got {describe(x)}, which has none. Pass a materialised tensor.")
+    if not x.is_floating_point():
         x = x.to(torch.get_default_dtype())
     return x
 
@@ -68,6 +79,8 @@ def check_labels(labels: Any, n: int, name: str = "labels", *, device: torch.dev
         )
     if labels.is_floating_point() or labels.is_complex():
         raise ShapeError(f"{name} must hold integer class labels; got dtype {labels.dtype}. Use labels.long().")
+    if labels.device.type == "meta":
+        raise ShapeError(f"{name} must hold data; got {describe(labels)}, which has none.")
     if device is not None and labels.device != device:
         labels = labels.to(device)
     return labels.long()
@@ -100,8 +113,9 @@ def check_nonneg_float(value: Any, name: str) -> float:
 
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     """Return ``value`` if it is one of ``choices`` else raise :class:`ConfigError`."""
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}.")
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}."
+                          + did_you_mean(value, choices))
     return str(value)
 
 
@@ -127,3 +141,109 @@ def first_tensor(obj: Any) -> Tensor | None:
         if t is not None:
             return t
     return None
+
+
+_SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)  # what torch.Generator.manual_seed accepts
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """``value`` as an int seed (an integer in torch's seed range, not a bool) or raise :class:`ConfigError`."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise expected_error(name, "an integer", f"{type(value).__name__} {value!r}", f"Pass e.g. {name}=0.")
+    v = int(value)
+    if not _SEED_RANGE[0] <= v <= _SEED_RANGE[1]:
+        raise expected_error(name, f"an integer in [-2**63, 2**64 - 1] (torch's seed range)", str(v),
+                             "Pass a smaller seed.")
+    return v
+
+
+def _check_layers_spec(layers: Any) -> None:
+    ok = (isinstance(layers, (str, type)) or callable(layers)
+          or (isinstance(layers, (list, tuple)) and all(isinstance(p, (str, type)) for p in layers)))
+    if not ok or (isinstance(layers, (list, tuple)) and not layers):
+        raise expected_error(
+            "layers", "'auto', a module path or glob, a module type (or tuple of types), a predicate "
+            "f(name, module) -> bool, or a non-empty list of paths, globs and types",
+            f"{type(layers).__name__} {layers!r}"[:200], "repdiag.capture.list_layers(model) shows the paths.")
+
+
+def _check_metrics_spec(metrics: Any) -> None:
+    if metrics is None or isinstance(metrics, str):
+        return
+    if not isinstance(metrics, (list, tuple)) or not all(isinstance(m, str) for m in metrics):
+        raise expected_error("metrics", "'default', 'all', None, a metric name or a list of metric names",
+                             f"{type(metrics).__name__} {metrics!r}"[:200], "`repdiag metrics` lists the names.")
+
+
+def _option_names(fn: Any) -> frozenset[str] | None:
+    """The keyword options a metric plugin ``fn(data, **options)`` declares; None for ``**kwargs``."""
+    import inspect
+
+    params = list(inspect.signature(fn).parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def check_metric_options(metric_options: Any, selected: Sequence[Any], registry: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` for a misspelled ``metric_options`` key: a name that is neither
+    ``"*"`` nor a registered metric, an option the named metric's plugin does not declare, or a
+    ``"*"`` option no selected metric declares. ``selected``: the metrics the recorder computes;
+    ``registry``: every registered metric by name (each with ``.name`` and ``.fn``)."""
+    if metric_options is None:
+        return
+    if not isinstance(metric_options, Mapping):
+        raise expected_error("metric_options", "a dict {metric name or '*': {option: value}}",
+                             f"{type(metric_options).__name__} {metric_options!r}"[:200],
+                             "E.g. metric_options={'channels_off': {'off_threshold': 0.95}}.")
+    for key, opts in metric_options.items():
+        if key != "*" and key not in registry:
+            raise expected_error("metric_options keys", "'*' or names of registered metrics", repr(key),
+                                 (did_you_mean(key, sorted(registry)).strip() + " `repdiag metrics` lists them.").strip())
+        if not isinstance(opts, Mapping) or not all(isinstance(k, str) for k in opts):
+            raise expected_error(f"metric_options[{key!r}]", "a dict of option names to values",
+                                 f"{type(opts).__name__} {opts!r}"[:200])
+        if key == "*":
+            declared = [_option_names(m.fn) for m in selected]
+            if any(d is None for d in declared):
+                continue
+            known = sorted(set().union(*[d for d in declared if d is not None]))
+            where = "any of the selected metrics"
+        else:
+            names = _option_names(registry[key].fn)
+            if names is None:
+                continue
+            known = sorted(names)
+            where = f"metric {key!r}"
+        for opt in opts:
+            if opt not in known:
+                raise expected_error(
+                    f"the options in metric_options[{key!r}]",
+                    f"options {where} declares ({', '.join(known)})" if known else f"empty: {where} takes no options",
+                    repr(opt), (did_you_mean(opt, known).strip() + " `repdiag metrics` describes each metric.").strip())
+
+
+def check_attach_args(layers: Any, *, every: Any, max_samples: Any, reduce: Any, metrics: Any, seed: Any,
+                      options: Mapping[str, Any]) -> None:
+    """Validate :func:`repdiag.attach`'s arguments before anything is hooked: one
+    :class:`ConfigError` per bad value, a close match for a misspelled name."""
+    import inspect
+
+    from .capture._extensions import EXTENSION_KEYS
+    from .capture._recorder import _REDUCES, Recorder
+    from .metrics._registry import available_metrics, resolve_metrics
+
+    _check_layers_spec(layers)
+    check_positive_int(every, "every")
+    check_positive_int(max_samples, "max_samples")
+    check_choice(reduce, "reduce", _REDUCES)
+    check_seed(seed)
+    _check_metrics_spec(metrics)
+    allowed = sorted(set(inspect.signature(Recorder.__init__).parameters) - {"self", "model"} | set(EXTENSION_KEYS))
+    for key in options:
+        if key not in allowed:
+            raise expected_error("attach's keyword options", f"among {', '.join(allowed)}", repr(key),
+                                 did_you_mean(key, allowed).strip(), cls=UnknownOptionError)
+    check_metric_options(options.get("metric_options"), resolve_metrics(metrics), available_metrics())

@@ -146,13 +146,36 @@ def checkpoint_format(path: str | Path) -> str:
         return "safetensors"
     if zipfile.is_zipfile(path):
         try:
-            names = zipfile.ZipFile(path).namelist()
+            with zipfile.ZipFile(path) as zf:
+                infos = zf.infolist()
         except zipfile.BadZipFile as exc:
             raise CheckpointError(f"{path} is a damaged zip archive ({exc}); re-save the checkpoint.") from exc
+        _check_expansion(path, infos)
+        names = [i.filename for i in infos]
         if any(n.split("/", 1)[-1] in ("constants.pkl",) or "/code/" in n for n in names):
             return "torchscript"
         return "torch"
     return "pickle"
+
+
+MAX_EXPANSION = 4.0
+"""A zip checkpoint whose members would decompress to more than this many times the file's size
+(and past :data:`MAX_EXPANDED_BYTES`) is refused before anything is read: ``torch.save`` stores its
+members uncompressed, so such a file is a decompression bomb, not a checkpoint."""
+MAX_EXPANDED_BYTES = 64 * 2 ** 20
+
+
+def _check_expansion(path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse, from the zip's directory alone, an archive that decompresses far beyond its size."""
+    total = sum(i.file_size for i in infos)
+    size = path.stat().st_size
+    if total > MAX_EXPANDED_BYTES and total > MAX_EXPANSION * size:
+        raise CheckpointError(
+            f"{path} is a {size / 1e3:.0f} kB zip whose members would decompress to {total / 1e6:.0f} MB "
+            f"({total / max(size, 1):.0f}x); repdiag reads no checkpoint that expands more than {MAX_EXPANSION:g}x "
+            f"past {MAX_EXPANDED_BYTES // 2 ** 20} MiB (torch.save stores tensors uncompressed). If the file is "
+            "yours, re-save it with torch.save(model.state_dict(), path)."
+        )
 
 
 def _is_tensor_dict(obj: Any) -> bool:

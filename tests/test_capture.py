@@ -222,7 +222,7 @@ def test_pending_slots_reuse_their_buffers() -> None:
     for i in range(20):
         y = torch.randint(0, 100, (5,))
         model(y.float()[:, None])
-        ptrs.add(layer.pending[0][0].data_ptr())
+        ptrs.add(layer.pending[0].slots.data_ptr())
         if i % 3 == 2:  # a second, smaller call in the step: buffers of two sizes in the pool
             model(torch.randint(0, 100, (3,)).float()[:, None])
             rec.step()  # calls of different sizes take no labels: these rows stay unlabelled

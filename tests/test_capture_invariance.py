@@ -110,7 +110,9 @@ def test_no_hook_remains_after_detach_and_after_exception() -> None:
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
     rec = repdiag.attach(model, _all_leaves)
-    assert hooks() == len(rec.layers)
+    # one hook per layer, plus the two root hooks (forward bookkeeping and the padding mask)
+    assert hooks() == len(rec.layers) + 2
+    assert len(model._forward_pre_hooks) == 1 and len(model._forward_hooks) == 1
     rec.detach()
     assert hooks() == 0
     rec.detach()  # idempotent

@@ -186,3 +186,39 @@ def test_save_rejects_unrecordable_kwargs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="module-level function"):
         save_checkpoint(_model(), tmp_path / "a.pt", factory=lambda: None)
     assert not os.path.exists(tmp_path / "a.pt")
+
+
+def test_decompression_bomb_refused_before_reading(tmp_path: Path) -> None:
+    """A small zip checkpoint whose tensors deflate to 80 MB is refused from the zip directory,
+    before torch.load decompresses anything: peak RSS grows far less than 80 MB."""
+    import subprocess
+    import sys
+    import zipfile
+
+    import torch
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(20_000_000)}, plain)
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    plain.unlink()
+    assert bomb.stat().st_size < 1_000_000
+    code = (
+        "import resource, sys\n"
+        "import torch\n"
+        "from repdiag import CheckpointError\n"
+        "from repdiag.checkpoint import read_state_dict\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        f"    sd, _ = read_state_dict({str(bomb)!r})\n"
+        "    print('READ', float(sd['w'].sum()))\n"  # without the cap: 80 MB decompressed and touched
+        "except CheckpointError as exc:\n"
+        "    print('ERR', exc)\n"
+        "print('GROWTH_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "ERR" in out and "would decompress to 80 MB" in out and "re-save it" in out, out
+    growth_kb = int(out.split("GROWTH_KB")[1])
+    assert growth_kb < 20_000, out  # the whole archive would be 80 MB; the zip directory is bytes

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from repdiag import ConfigError, ShapeError
+from repdiag import ConfigError, RepdiagWarning, ShapeError
 from repdiag.functional import (
     channel_sparsity,
     dead_units,
@@ -72,8 +72,9 @@ def test_histogram_quantiles_match_numpy() -> None:
     q = [0.0, 0.1, 0.5, 0.9, 1.0]
     want = np.quantile(vals, q, method="inverted_cdf")
     assert_close(histogram_quantiles(counts, q), torch.tensor(want, dtype=torch.float64))
-    assert torch.isnan(histogram_quantiles(torch.zeros(5), [0.5])).all()
-    with pytest.raises(ShapeError, match=r"\[0, 1\]"):
+    with pytest.warns(RepdiagWarning, match="histogram is empty"):
+        assert torch.isnan(histogram_quantiles(torch.zeros(5), [0.5])).all()
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
         histogram_quantiles(counts, [1.5])
 
 

@@ -29,7 +29,7 @@ from ..functional._transport import (
     sliced_wasserstein,
     wasserstein_1d,
 )
-from ._select import layout_of
+from ._hooks import layout_of, pick_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._recorder import Recorder, StepContext
@@ -135,9 +135,11 @@ class EMShiftProbe:
 
         def make_hook(name: str, output: bool) -> Any:
             def hook(module: nn.Module, hargs: Any, out: Any = None) -> None:
-                ts = [t for t in _tensors(out if output else hargs) if t.is_floating_point() and t.ndim > 0]
-                if ts:
-                    outs.setdefault(name, []).append(ts[0].detach().clone())
+                t, _ = pick_tensor(out if output else hargs)
+                if t is None and not output:
+                    t, _ = pick_tensor(out)  # keyword inputs
+                if t is not None and t.is_floating_point():
+                    outs.setdefault(name, []).append(t.detach().clone())
                     if name not in order:
                         order.append(name)
             return hook
@@ -151,7 +153,7 @@ class EMShiftProbe:
                 if rec.capture == "output":
                     handles.append(lay.module.register_forward_hook(make_hook(name, True)))
                 else:
-                    handles.append(lay.module.register_forward_pre_hook(make_hook(name, False)))
+                    handles.append(lay.module.register_forward_pre_hook(make_hook(name, False), with_kwargs=True))
             with torch.random.fork_rng(devices=cuda), torch.no_grad(), rec.paused():
                 torch.default_generator.manual_seed(self.seed)
                 for i in cuda:
@@ -173,17 +175,13 @@ class EMShiftProbe:
                         mod._buffers[key] = buf
                     buf.copy_(saved)
         result: dict[str, _Output] = {}
-        prev3: tuple[int, int] | None = None
         for depth, name in enumerate(order):
             lay = rec._layers[name]
             parts = []
             for x in outs[name]:
                 if x.ndim > 2:
-                    if rec.feature_dim is not None:
-                        b, f = rec.batch_dim % x.ndim, rec.feature_dim % x.ndim
-                    else:
-                        b, f = lay.layout if lay.layout is not None else layout_of(lay.module, x.ndim, prev3)
-                    prev3 = (b, f)
+                    where = lay.layout.source if lay.layout is not None else ""
+                    b, f = layout_of(rec._state, lay, x, where)[:2]
                 else:
                     b, f = 0, max(x.ndim - 1, 0)
                 parts.append(reduce_rows(x, b, f, rec.reduce))

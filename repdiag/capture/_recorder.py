@@ -19,14 +19,16 @@ import torch
 from torch import Tensor, nn
 
 from .._errors import ConfigError, RepdiagError, ShapeError
-from .._validation import check_choice, check_nonneg_float, check_positive_int
+from .._validation import check_attach_args, check_choice, check_nonneg_float, check_positive_int
+from ..metrics._plan import KMeansMemory
 from ..metrics._registry import LayerData, Metric, Row, resolve_metrics
 from ..runs import History, RunWriter, layer_entries
 from ..tables import concat_tables, empty_table
 from ._buffer import Reservoir
-from ._distributed import rank_seed, sync_target
+from ._distributed import gather_layer_data, rank_seed, sync_target
 from ._extensions import EXTENSION_KEYS, attach_extensions
-from ._hooks import HookedLayer, make_hook
+from ._hooks import HookedLayer, HookState, abort_forward, make_hook, make_root_hooks
+from ._layout import LayoutContext
 from ._rows import collect_layer_data, compute_rows, depth_order, finish_rows
 from ._select import LayerSpec, select_layers, unwrap
 from ._stats import StreamingStats
@@ -57,6 +59,9 @@ class Recorder:
     parameters.
     """
 
+    _plan_memory: KMeansMemory | None = None
+    """The k-means warm starts of :meth:`table`, kept across calls (made on first use)."""
+
     def __init__(
         self,
         model: nn.Module,
@@ -69,8 +74,8 @@ class Recorder:
         run: str | None = None,
         seed: int = 0,
         capture: Literal["output", "input"] = "output",
-        feature_dim: int | None = None,
-        batch_dim: int = 0,
+        feature_dim: int | Mapping[str, int] | None = None,
+        batch_dim: int | Mapping[str, int] = 0,
         sparsity_eps: float = 0.0,
         snapshot_every: int | None = None,
         metric_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -89,10 +94,10 @@ class Recorder:
         if snapshot_every is not None:
             check_positive_int(snapshot_every, "snapshot_every")
         self.snapshot_every = snapshot_every
-        if feature_dim is not None and (isinstance(feature_dim, bool) or not isinstance(feature_dim, int)):
-            raise ConfigError(f"feature_dim must be None (automatic) or an int; got {feature_dim!r}.")
-        self.feature_dim = feature_dim
-        self.batch_dim = batch_dim
+        self.feature_dim = _check_dims(feature_dim, "feature_dim", none_ok=True)
+        self.batch_dim: int | dict[str, int] = _check_dims(batch_dim, "batch_dim", none_ok=False) or 0
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"seed must be an int; got {type(seed).__name__} {seed!r}.")
         self.seed = int(seed)
         if distributed not in (True, False, "rank0", "all"):
             raise ConfigError(f"distributed must be True, False, 'rank0' or 'all'; got {distributed!r}.")
@@ -105,8 +110,6 @@ class Recorder:
         self.metrics: list[Metric] = resolve_metrics(metrics)
         self.metric_options: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (metric_options or {}).items()}
         self.step_count = 0
-        self._active = True  # step 0 is due
-        self._paused = 0
         self._detached = False
         self._callbacks: list[StepCallback] = []
         self.skipped: list[tuple[str, str, str]] = []  # (metric, layer, reason) of the last table()
@@ -115,51 +118,103 @@ class Recorder:
             name: HookedLayer(name, modules[name], Reservoir(self.max_samples, rank_seed(self.seed, distributed)))
             for name in select_layers(self.inner, layers)
         }
+        for what, dims in (("feature_dim", self.feature_dim), ("batch_dim", self.batch_dim)):
+            unknown = sorted(set(dims) - set(self._layers)) if isinstance(dims, dict) else []
+            if unknown:
+                raise ConfigError(f"{what} names {unknown}, which are not recorded layers; recorded: "
+                                  f"{list(self._layers)}.")
+        # what the hooks see (the hot path reads its flags, not the recorder)
+        self._state = HookState(self._layers, LayoutContext(self.inner), reduce=self.reduce, eps=self.sparsity_eps,
+                                feature_dim=self.feature_dim, batch_dim=self.batch_dim, on_fault=self.detach)
         self._history = _make_history(self, layers, log_dir)  # finished rows: in memory, or in log_dir
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        # one float32 work buffer per device, as large as the largest activation, reused by every
-        # hook for the zero mask (fresh allocations of that size dominate the hook's cost)
-        self._scratch: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = make_root_hooks(self._state, self.inner)
         for layer in self._layers.values():
             if self.capture == "output":
-                h = layer.module.register_forward_hook(make_hook(self, layer, output=True))
+                h = layer.module.register_forward_hook(make_hook(self._state, layer, output=True))
             else:
-                h = layer.module.register_forward_pre_hook(make_hook(self, layer, output=False))
+                h = layer.module.register_forward_pre_hook(make_hook(self._state, layer, output=False),
+                                                           with_kwargs=True)
             self._handles.append(h)
+
+    @property
+    def _scratch(self) -> dict[tuple[torch.device, torch.dtype], Tensor]:
+        return self._state.scratch
+
+    @property
+    def layout(self) -> dict[str, str | None]:
+        """Each hooked layer's activation layout, once it has run: ``"N,C,H,W"`` (channels first),
+        ``"N,H,W,C"`` (channels last), ``"N,T,D"`` / ``"T,N,D"`` (sequences), ``"N,D"``; with
+        ``" from .key"`` when the layer's output is structured (a ``ModelOutput``, a tuple) and
+        that part was read. None before the layer's first recorded call."""
+        return {lay.name: (lay.layout.describe() if lay.layout is not None else None) for lay in self._ordered()}
+
+    # -- masks ----------------------------------------------------------------------------------
+    def set_mask(self, mask: Any) -> None:
+        """Use ``mask`` (``(batch, sequence)``, 1/True = a real token, 0 = padding) for the
+        forward passes that follow, instead of the model's ``attention_mask`` argument (which
+        is picked up by itself); ``None`` goes back to that. Sequence layers ``(N, T, D)`` whose
+        batch and length match leave padded positions out of their statistics and rows."""
+        if mask is not None:
+            if not isinstance(mask, Tensor):
+                mask = torch.as_tensor(mask)
+            if mask.ndim != 2 or mask.is_floating_point() or mask.is_complex():
+                raise ShapeError(f"mask must be a 2-D (batch, sequence) integer or bool tensor, 1 = real token; "
+                                 f"got {mask.dtype} of shape {tuple(mask.shape)}. Pass the attention_mask.")
+        self._state.user_mask = mask
+        self._state.mask = mask
+
+    @contextlib.contextmanager
+    def masked(self, mask: Any) -> Iterator[None]:
+        """:meth:`set_mask` inside a ``with`` block."""
+        before = self._state.user_mask
+        self.set_mask(mask)
+        try:
+            yield
+        finally:
+            self._state.user_mask = before
 
     # -- schedule -------------------------------------------------------------------------------
     def step(self, labels: Any = None, *, inputs: Any = None) -> None:
         """End the current step: attach ``labels`` (of the batch just seen) to the rows kept from
         it, advance the schedule, and run step callbacks (probes) when due."""
         self._check_attached()
-        was_due = self._active and not self._paused
-        lab: Tensor | None = None
-        if labels is not None:
-            lab = labels if isinstance(labels, Tensor) else torch.as_tensor(labels)
-            if lab.ndim != 1 or lab.is_floating_point():
-                raise ShapeError(
-                    f"labels must be a 1-D integer tensor (one class index per sample); got "
-                    f"{lab.dtype} of shape {tuple(lab.shape)}. Pass y, or y.argmax(1) for one-hot targets."
-                )
+        st = self._state
+        was_due = st.active and not st.paused
+        if st.in_forward:  # the last forward raised part-way: its rows get no labels
+            abort_forward(st)
+        lab = _check_labels(labels)
+        pending = any(layer.pending for layer in self._layers.values())
+        if lab is not None and pending and lab.numel() and bool((lab < 0).any()):
+            raise ShapeError(f"labels must be class indices >= 0; got {lab.dtype} labels of shape {tuple(lab.shape)} "
+                             f"with minimum {int(lab.min())}. Map the classes to 0..k-1 (drop ignore-index "
+                             "entries such as -100 before step()).")
         for layer in self._layers.values():
             if lab is not None:
-                for slots, sample_idx, n in layer.pending:
-                    if n != lab.shape[0]:
+                for p in layer.pending:
+                    if p.n != lab.shape[0]:
                         raise ShapeError(
-                            f"labels hold {lab.shape[0]} entries but layer {layer.name!r} saw a batch of {n} "
+                            f"labels hold {lab.shape[0]} entries but layer {layer.name!r} saw a batch of {p.n} "
                             "samples on this step; pass the labels of the batch just fed to the model."
                         )
-                for slots, sample_idx, _ in layer.pending:
-                    on_dev = lab.to(slots.device)
-                    layer.reservoir.set_labels(slots, on_dev if sample_idx is None else on_dev[sample_idx])
+                for p in layer.pending:
+                    on_dev = lab.to(p.slots.device)
+                    layer.reservoir.set_labels(p.slots, on_dev if p.sample_idx is None else on_dev[p.sample_idx])
             layer.forget_pending()
+        if was_due and self._layers and st.fired_in_step == 0 and (st.forwards_in_step or lab is not None):
+            st.warn_once("never-fired", (
+                f"none of the {len(self._layers)} attached layers recorded anything in step {self.step_count}, "
+                f"which had {st.forwards_in_step} forward call(s) of the model"
+                f"{' and labels' if lab is not None else ''}: the layers did not run, gave no floating "
+                "tensor (capture='input' with only integer inputs?), or run compiled (attach before "
+                "torch.compile, see docs/capture.md). rec.layers lists them."))
+        st.forwards_in_step = st.fired_in_step = 0
         self.step_count += 1
-        self._active = self.step_count % self.every == 0
+        st.active = self.step_count % self.every == 0
         ctx = StepContext(self.step_count, lab, inputs, was_due)
         for cb in self._callbacks:
             rows = list(cb(self, ctx))
             if rows:
-                self._history.append(finish_rows(self, rows, step=self.step_count))
+                self._history.append(self._finish(rows))
         if self.snapshot_every is not None and self.step_count % self.snapshot_every == 0:
             self.snapshot(reset=True)
 
@@ -170,16 +225,16 @@ class Recorder:
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """Within this block the hooks record nothing (say, for validation passes)."""
-        self._paused += 1
+        self._state.paused += 1
         try:
             yield
         finally:
-            self._paused -= 1
+            self._state.paused -= 1
 
     @property
     def due(self) -> bool:
         """Whether forward passes now are recorded."""
-        return self._active and not self._paused and not self._detached
+        return self._state.active and not self._state.paused and not self._detached
 
     # -- read side ------------------------------------------------------------------------------
     @property
@@ -225,17 +280,30 @@ class Recorder:
         When ``torch.distributed`` is initialised (and ``distributed`` is not False) this is a
         collective: every rank must call it, and it describes all ranks' data (empty on ranks
         other than 0 with ``distributed="rank0"``)."""
-        return collect_layer_data(self)
+        if sync_target(self.distributed) is not None:
+            return gather_layer_data(self) or []
+        return collect_layer_data(self._ordered(), self.inner)
+
+    def _depths(self) -> dict[str, int]:
+        return depth_order(self.inner, [lay.name for lay in self._ordered() if lay.depth is not None])
+
+    def _finish(self, rows: Iterable[Row]) -> pd.DataFrame:
+        return finish_rows(rows, run=self.run, step=self.step_count, model=self.inner, depths=self._depths())
 
     def compute(self, metrics: Sequence[Metric] | None = None) -> list[Row]:
         """Rows of ``metrics`` (default: the recorder's) on the current buffers, without a step."""
         # stacklevel=3: a skipped-metric warning points at the code that called table() or snapshot()
-        return compute_rows(self, self.metrics if metrics is None else list(metrics), stacklevel=3)
+        if self._plan_memory is None:
+            self._plan_memory = KMeansMemory()
+        rows, self.skipped = compute_rows(self.layer_data(), self.metrics if metrics is None else list(metrics),
+                                          self.metric_options, model=self.inner, memory=self._plan_memory,
+                                          distributed=sync_target(self.distributed) is not None, stacklevel=3)
+        return rows
 
     def snapshot(self, *, reset: bool = False) -> pd.DataFrame:
         """Compute the metrics now, keep the rows in the recorder's history (step = steps
         completed), and optionally :meth:`reset` the buffers. Returns the new rows."""
-        frame = self._history.label(finish_rows(self, self.compute(), step=self.step_count))
+        frame = self._history.label(self._finish(self.compute()))
         self._history.append(frame)
         if reset:
             self.reset()
@@ -246,7 +314,7 @@ class Recorder:
         current buffers (when anything was captured since the last reset)."""
         frames = self._history.frames()
         if sync_target(self.distributed) is not None or any(lay.reservoir.seen for lay in self._layers.values()):
-            frames.append(self._history.label(finish_rows(self, self.compute(), step=self.step_count)))
+            frames.append(self._history.label(self._finish(self.compute())))
         return concat_tables(frames) if frames else empty_table()
 
     def reset(self) -> None:
@@ -260,9 +328,10 @@ class Recorder:
     def log_to(self, writer: Any, *, histograms: bool = False) -> pd.DataFrame:
         """Write :meth:`table` to a TensorBoard ``SummaryWriter`` (see
         :func:`repdiag.integrations.tensorboard.log_to`); returns the table written."""
-        from ..integrations.tensorboard import log_to
+        from ._tblog import write_table  # the integration's writer lives below capture
 
-        return log_to(self, writer, histograms=histograms)
+        return write_table(self.table(), writer, layer_data=self.layer_data if histograms else None,
+                           hist_step=self.step_count)
 
     def memory_bytes(self) -> int:
         """Bytes held by every buffer, statistic and work buffer (bounded by configuration and
@@ -318,7 +387,13 @@ def _make_history(rec: Recorder, layers: LayerSpec, log_dir: str | os.PathLike[s
                   "metric_options": rec.metric_options, "distributed": rec.distributed}
         writer = RunWriter(log_dir, {"run": rec.run, "group": rec.group, "seed": rec.seed, "config": config})
     return History(writer, {"group": rec.group, "seed": rec.seed} if labelled else None,
-                   lambda: layer_entries([(lay.name, lay.kind, lay.layout) for lay in rec._ordered()], depth_order(rec)))
+                   lambda: layer_entries([(lay.name, lay.kind, _entry_layout(lay)) for lay in rec._ordered()],
+                                         rec._depths()))
+
+
+def _entry_layout(lay: HookedLayer) -> tuple[int, int] | None:
+    """A layer's (batch dim, unit dim) for the run's metadata; None for 2-D activations."""
+    return None if lay.layout is None or lay.layout.ndim <= 2 else (lay.layout.batch, lay.layout.feature)
 
 
 def attach(
@@ -384,6 +459,7 @@ def attach(
         other ranks (default: the process group's timeout); further
         keys (``probe``, ``loss_fn``, ...) are accepted by the probes that define them.
     """
+    check_attach_args(layers, every=every, max_samples=max_samples, reduce=reduce, metrics=metrics, seed=seed, options=options)
     ext = {k: options.pop(k) for k in list(options) if k in EXTENSION_KEYS}
     rec = Recorder(model, layers, every=every, max_samples=max_samples, reduce=reduce, metrics=metrics, run=run,
                    seed=seed, group=group, log_dir=log_dir, **options)
@@ -396,3 +472,41 @@ def attach(
         raise
     return rec
 
+
+
+def _check_dims(dims: Any, what: str, *, none_ok: bool) -> int | dict[str, int] | None:
+    """``feature_dim`` / ``batch_dim`` as given: an int, a ``{layer: int}`` mapping (or None for
+    ``feature_dim``). Whether the dim exists is checked against each activation's rank at its
+    first call."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if dims is None and none_ok:
+        return None
+    if is_int(dims):
+        return int(dims)
+    if isinstance(dims, Mapping) and all(isinstance(k, str) and is_int(v) for k, v in dims.items()):
+        return {k: int(v) for k, v in dims.items()}
+    raise ConfigError(f"{what} must be {'None (automatic), ' if none_ok else ''}an int or a dict "
+                      f"{{layer path: int}}; got {type(dims).__name__} {dims!r}.")
+
+
+def _check_labels(labels: Any) -> Tensor | None:
+    """``labels`` as a 1-D int64 tensor (any integer or bool dtype is accepted), or None."""
+    if labels is None:
+        return None
+    lab = labels
+    if not isinstance(lab, Tensor):
+        try:
+            lab = torch.as_tensor(labels)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ShapeError(
+                f"labels must be a 1-D integer tensor (one class index per sample); got {type(labels).__name__} "
+                f"that torch cannot read as numbers ({exc}). Map class names to indices 0..k-1 first."
+            ) from exc
+    if lab.ndim != 1 or lab.is_floating_point() or lab.is_complex():
+        raise ShapeError(
+            f"labels must be a 1-D integer tensor (one class index per sample); got "
+            f"{lab.dtype} of shape {tuple(lab.shape)}. Pass y, or y.argmax(1) for one-hot targets."
+        )
+    return lab if lab.dtype == torch.int64 else lab.to(torch.int64)

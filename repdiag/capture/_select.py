@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import difflib
-import fnmatch
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 from torch import nn
 
 from .._errors import ConfigError, LayerNotFoundError
+from ._layout import is_hf_class
 
-__all__ = ["LayerSpec", "ACTIVATION_TYPES", "unwrap", "select_layers", "layout_of"]
+__all__ = ["LayerSpec", "ACTIVATION_TYPES", "unwrap", "select_layers", "glob_regex", "is_activation"]
 
 LayerSpec = Union[str, type, tuple, Sequence[Any], Callable[[str, nn.Module], bool]]
 
@@ -19,7 +20,9 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
     nn.Mish, nn.Hardswish, nn.Hardtanh, nn.Softplus, nn.Tanh, nn.Sigmoid, nn.Hardsigmoid, nn.GLU,
 )
-"""Modules ``layers="auto"`` picks first: their outputs are the post-activation representations."""
+"""The torch modules ``layers="auto"`` picks first: their outputs are the post-activation
+representations. Hugging Face activation modules (every class defined in
+``transformers.activations``, and subclasses of them) are picked too: see :func:`is_activation`."""
 
 _FALLBACK_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm,
@@ -29,20 +32,6 @@ _FALLBACK_TYPES: tuple[type[nn.Module], ...] = (
 ``forward``): parameterised layers and whole sequence blocks, outermost first (a
 TransformerEncoderLayer is taken whole, its inner Linear layers are not)."""
 
-# modules whose >=3-D activations keep features on the last dim (sequence layout)
-_LAST_DIM_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Linear, nn.Bilinear, nn.LayerNorm, nn.Embedding, nn.RNNBase, nn.MultiheadAttention,
-    nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder, nn.TransformerDecoder,
-    nn.Transformer,
-)
-# modules with channels on dim 1 (N, C, *spatial)
-_CHANNEL_DIM1_TYPES: tuple[type[nn.Module], ...] = (
-    nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm,
-    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
-    nn.modules.pooling._AdaptiveMaxPoolNd, nn.modules.dropout._DropoutNd,
-)
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     """The wrapped module of DataParallel / DistributedDataParallel, else ``model``."""
     while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
@@ -50,17 +39,65 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def _is_auto_activation(m: nn.Module) -> bool:
-    return isinstance(m, ACTIVATION_TYPES)
+def is_activation(m: nn.Module) -> bool:
+    """Whether ``layers="auto"`` takes ``m`` as an activation: an instance of
+    :data:`ACTIVATION_TYPES`, or of a class defined in ``transformers.activations`` (GELUActivation,
+    NewGELUActivation, QuickGELUActivation, ...; recognised by the module that defines the class,
+    anywhere in its hierarchy, so new Hugging Face activations need no list kept in sync)."""
+    return isinstance(m, ACTIVATION_TYPES) or any(
+        c.__module__ == "transformers.activations" for c in type(m).__mro__ if c is not nn.Module)
+
+
+def _is_fallback(m: nn.Module) -> bool:
+    return isinstance(m, _FALLBACK_TYPES) or is_hf_class(m, "Conv1D")
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A module-path glob as a regex: ``*`` and ``?`` stay within one dotted level, ``**``
+    crosses levels (``a.**.b`` also matches ``a.b``), ``[...]`` is a character class.
+
+    >>> bool(glob_regex("encoder.layer.*.output.dense").fullmatch("encoder.layer.0.attention.output.dense"))
+    False
+    >>> bool(glob_regex("h.**").fullmatch("h.0.mlp.act"))
+    True
+    """
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            j = i + 2
+            if pattern.startswith(".", j) and (i == 0 or pattern[i - 1] == "."):
+                out.append(r"(?:[^.]*\.)*")  # "**." : zero or more whole levels
+                j += 1
+            else:
+                out.append(".*")
+            i = j
+            continue
+        if c == "*":
+            out.append("[^.]*")
+        elif c == "?":
+            out.append("[^.]")
+        elif c == "[":
+            k = pattern.find("]", i + 1)
+            if k < 0:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1:k]
+                out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
+                i = k
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out))
 
 
 def _auto(named: list[tuple[str, nn.Module]]) -> list[str]:
-    acts = [n for n, m in named if n and _is_auto_activation(m)]
+    acts = [n for n, m in named if n and is_activation(m)]
     if acts:
         return acts
     picked: list[str] = []
     for n, m in named:
-        if n and isinstance(m, _FALLBACK_TYPES) and not any(n.startswith(p + ".") for p in picked):
+        if n and _is_fallback(m) and not any(n.startswith(p + ".") for p in picked):
             picked.append(n)
     return picked
 
@@ -68,7 +105,9 @@ def _auto(named: list[tuple[str, nn.Module]]) -> list[str]:
 def select_layers(model: nn.Module, layers: LayerSpec) -> list[str]:
     """Module paths of ``model`` chosen by ``layers``, in ``named_modules()`` order.
 
-    ``layers`` may be ``"auto"``; a glob over module paths (``"layer*.relu"``); an exact path;
+    ``layers`` may be ``"auto"``; a glob over module paths with path semantics (``*`` within one
+    dotted level: ``"h.*"`` is the blocks ``h.0``, ``h.1``, not their submodules; ``**`` across
+    levels: ``"h.**.act"``); an exact path;
     a module type or tuple of types; a predicate ``f(name, module) -> bool``; or a list mixing
     paths and globs. The root module (``""``) is never selected.
     """
@@ -93,8 +132,11 @@ def select_layers(model: nn.Module, layers: LayerSpec) -> list[str]:
                     f"those; got an entry {p!r} ({type(p).__name__})."
                 )
             p = p.removeprefix("module.") if p not in names else p
-            hits = [n for n in names if fnmatch.fnmatchcase(n, p)] if any(c in p for c in "*?[") else (
-                [p] if p in names else [])
+            if any(c in p for c in "*?["):
+                rx = glob_regex(p)
+                hits = [n for n in names if rx.fullmatch(n)]
+            else:
+                hits = [p] if p in names else []
             if not hits:
                 close = difflib.get_close_matches(p, names, n=3, cutoff=0.5)
                 hint = f" Closest: {', '.join(map(repr, close))}." if close else ""
@@ -111,34 +153,6 @@ def select_layers(model: nn.Module, layers: LayerSpec) -> list[str]:
             "repdiag.capture.list_layers(model) shows every path."
         )
     return chosen
-
-
-def layout_of(module: nn.Module, ndim: int, previous: tuple[int, int] | None = None) -> tuple[int, int]:
-    """``(batch_dim, feature_dim)`` of a module's ``ndim``-dimensional activation.
-
-    2-D: ``(0, 1)``. Sequence modules (Linear, LayerNorm, RNNs, Transformer blocks, attention):
-    features last, batch on dim 1 when the module says ``batch_first=False``. Conv, norm and
-    pooling layers: channels on dim 1. Anything else (activations, dropout, custom modules)
-    follows the previous hooked module of the same rank when one is known (``previous`` = its
-    ``(batch_dim, feature_dim)``), else channels on dim 1.
-    """
-    if ndim <= 2:
-        return 0, ndim - 1 if ndim else 0
-    if isinstance(module, _LAST_DIM_TYPES):
-        batch_first = getattr(module, "batch_first", True)
-        if isinstance(module, (nn.TransformerEncoder, nn.TransformerDecoder)):
-            layers = getattr(module, "layers", None)
-            batch_first = getattr(layers[0], "batch_first", False) if layers is not None and len(layers) else False
-        if isinstance(module, nn.TransformerEncoderLayer | nn.TransformerDecoderLayer):
-            batch_first = getattr(module, "batch_first", False)
-        if isinstance(module, (nn.RNNBase, nn.MultiheadAttention, nn.Transformer)):
-            batch_first = bool(getattr(module, "batch_first", False))
-        return (0 if batch_first else 1), ndim - 1
-    if isinstance(module, _CHANNEL_DIM1_TYPES):
-        return 0, 1
-    if previous is not None:
-        return previous
-    return 0, 1
 
 
 def list_layers(model: nn.Module) -> list[tuple[str, str]]:

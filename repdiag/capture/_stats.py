@@ -146,8 +146,12 @@ class StreamingStats:
         self.sample_zero_hist = torch.zeros(HIST_BINS, dtype=torch.int64, device=dev)
 
     # -- hot path -------------------------------------------------------------------------------
-    def update(self, x: Tensor, scratch: Tensor | None = None) -> Tensor:
+    def update(self, x: Tensor, scratch: Tensor | None = None, *, mask: Tensor | None = None) -> Tensor:
         """Accumulate a batch ``x`` of shape ``(batch, units, *positions)`` (units on dim 1).
+
+        ``mask`` (``(batch, positions)`` bool, True = a real token) leaves padded positions out of
+        every statistic: entries, zeros, extremes, the map means (a fully padded sample's are NaN
+        and it does not count as a sample) and each sample's zero fraction over its real entries.
 
         ``scratch`` is an optional float32 buffer of at least :func:`scratch_size` elements reused
         for the zero mask (a fresh allocation costs more than the whole reduction).
@@ -169,6 +173,8 @@ class StreamingStats:
         acc = self.mean.dtype
         if n == 0:
             return torch.zeros((0, d), dtype=acc, device=x.device)
+        if mask is not None:
+            return self._update_masked(x, mask)
         if _native.takes(x):  # one pass in C, the state updated in place: the same values as below
             map_means = _native.update_maps(self, x)
             self.entries_per_unit += n * x[0, 0].numel()
@@ -211,6 +217,47 @@ class StreamingStats:
         self.m2 += m2_b + delta * delta * (n_a * n_b / tot)
         self.entries_per_unit = tot
         self.samples += n
+        self.batches += 1
+        return map_means
+
+    def _update_masked(self, x: Tensor, mask: Tensor) -> Tensor:
+        """:meth:`update` of a sequence batch ``(n, d, t)`` whose padded positions are left out."""
+        n, d = x.shape[0], x.shape[1]
+        acc = self.mean.dtype
+        m = mask.reshape(n, 1, -1)
+        xd = x.reshape(n, d, -1).to(acc)
+        cnt = mask.reshape(n, -1).sum(dim=1)  # real positions per sample, int64
+        cnt_f = cnt.to(acc)
+        masked = torch.where(m, xd, 0.0)
+        s1 = masked.sum(dim=2)
+        map_means = s1 / cnt_f[:, None]  # NaN rows for fully padded samples
+        dev = torch.where(m, xd - torch.where(cnt_f[:, None] > 0, map_means, 0.0)[:, :, None], 0.0)
+        m2_nc = dev.square().sum(dim=2)
+        zero = ((x.abs() <= self.eps) if self.eps > 0 else (x == 0)).reshape(n, d, -1) & m
+        zeros_l = zero.sum(dim=2)  # (n, d) int64
+        real = cnt > 0
+        tot_b = cnt.sum()
+        n_b = tot_b.to(acc)
+        self.zeros += zeros_l.sum(dim=0)
+        self.zero_maps += ((zeros_l == cnt[:, None]) & real[:, None]).sum(dim=0)
+        dp = (d * cnt).clamp(min=1)
+        idx = (zeros_l.sum(dim=1) * (2 * (HIST_BINS - 1)) + dp).div_(2 * dp, rounding_mode="floor")
+        self.sample_zero_hist.index_add_(0, idx, real.to(torch.int64))
+        self.nonfinite += (~torch.isfinite(map_means) & real[:, None]).sum(dim=0)
+        inf = torch.tensor(float("inf"), dtype=acc, device=x.device)
+        self.min = torch.minimum(self.min, torch.where(m, xd, inf).amin(dim=(0, 2)))
+        self.max = torch.maximum(self.max, torch.where(m, xd, -inf).amax(dim=(0, 2)))
+        mean_b = s1.sum(dim=0) / n_b.clamp(min=1)
+        spread = torch.where(real[:, None], map_means - mean_b, 0.0).square() * cnt_f[:, None]
+        m2_b = m2_nc.sum(dim=0) + spread.sum(dim=0)
+        b = int(tot_b)  # the host needs the count (one synchronisation, only under a mask)
+        a = self.entries_per_unit
+        if b:
+            delta = mean_b - self.mean
+            self.mean += delta * (b / (a + b))
+            self.m2 += m2_b + delta * delta * (a * b / (a + b))
+        self.entries_per_unit = a + b
+        self.samples += int(real.sum())
         self.batches += 1
         return map_means
 

@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+from ._atomic import check_out_dir
 from ._cmd_report import add_common, finish, parse_metrics, pick_names
 
 RUNS = (("bn", "bn"), ("nobn", "none"))  # (group name, small_cnn norm)
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         if args.embedding == "umap":
             args.embedding = "pca"
     metrics = parse_metrics(args.metrics)
+    check_out_dir(args.out)  # an existing file or an unwritable path: refused before any training
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and spinning threads hurt on a busy machine

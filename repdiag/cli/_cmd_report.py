@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
+from ._atomic import check_out_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -289,6 +290,7 @@ def _load_all(args: argparse.Namespace, paths: list[str]) -> list[Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Load, evaluate, match, embed, plot, write."""
+    check_out_dir(args.out)  # an unusable --out fails now, not after the evaluation
     _positive(args.samples, "--samples")
     _positive(args.batch_size, "--batch-size")
     _positive(args.embed_samples, "--embed-samples")
@@ -322,12 +324,15 @@ def run(args: argparse.Namespace) -> int:
 def finish(report: ReportData, out: str, quiet: bool, bar: Any = None) -> int:
     """Write the report files and print the summary (``bar``: a ``Progress`` to advance)."""
     from ..report import write_report
+    from ._atomic import atomic_dir
     from ._evaluate import W_WRITE, plot_progress
 
     for note in report.notes:
         print(f"warning: {note}", file=sys.stderr)
     try:
-        paths = write_report(report, out, **plot_progress(report, bar))
+        with atomic_dir(out) as tmp:  # --out holds the old report or the new one, never a mix
+            written = write_report(report, tmp, **plot_progress(report, bar))
+        paths = {kind: Path(out) / p.relative_to(tmp) for kind, p in written.items()}
         if bar is not None:
             bar.advance(W_WRITE)  # the progress of the last figure names "write report.html" (plot_progress)
     except OSError as exc:

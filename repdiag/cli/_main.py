@@ -50,11 +50,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module = _command_module(COMMANDS[args.command][0])
     try:
+        if getattr(args, "seed", None) is not None:
+            from .._validation import check_seed
+
+            check_seed(args.seed, "--seed")  # a seed past 2**64 would overflow deep in torch
         return int(module.run(args) or 0)
-    except RepdiagError as exc:
+    except (RepdiagError, OSError) as exc:  # OSError: a file the command reads or writes, in one line
         if getattr(args, "debug", False):
             raise
-        print(f"repdiag {args.command}: error: {exc}", file=sys.stderr)
+        msg = str(exc) if isinstance(exc, RepdiagError) else " ".join(
+            f"{exc.strerror or exc}{f': {exc.filename!r}' if exc.filename else ''} ({type(exc).__name__}). "
+            "Check the path.".split())
+        print(f"repdiag {args.command}: error: {msg}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("repdiag: interrupted", file=sys.stderr)

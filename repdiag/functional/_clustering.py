@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .._errors import warn_undefined
 from .._validation import check_finite, check_labels, check_positive_int, check_samples
+from ._precision import metric_input
 
 __all__ = [
     "silhouette_score",
@@ -30,6 +31,7 @@ def prepare_groups(x: Any, labels: Any, name: str = "x") -> tuple[Tensor, Tensor
     """Validated samples, labels mapped to ``0..k-1``, cluster sizes and k."""
     x = check_samples(x, "x")
     check_finite(x, "x")
+    x = metric_input(x)  # half -> float32; magnitudes float32 cannot square -> a power-of-two rescale
     lab = check_labels(labels, x.shape[0], device=x.device)
     _, inverse, counts = torch.unique(lab, return_inverse=True, return_counts=True)
     return x, inverse, counts, int(counts.numel())
@@ -69,6 +71,8 @@ def standardize(x: Tensor) -> Tensor:
             [ 1.,  0.]])
     """
     x = check_samples(x, "x")
+    check_finite(x, "x")
+    x = metric_input(x)  # the result is scale invariant; 1e-30 or 1e20 inputs would under/overflow
     std, mean = torch.std_mean(x, dim=0, correction=0)
     std = torch.where(std > 0, std, torch.ones_like(std))
     return (x - mean) / std

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .._errors import ConfigError, ShapeError, warn_undefined
 from .._validation import check_finite, check_labels, check_nonneg_float, check_positive_int, check_samples
+from ._precision import rescaled
 
 __all__ = [
     "KMeansResult",
@@ -233,9 +234,16 @@ def kmeans(
         init = check_samples(init, "init").to(device=x.device, dtype=x.dtype)
         if init.shape != (k, x.shape[1]):
             raise ShapeError(f"init must have shape (k, n_features) = {(k, x.shape[1])}; got {tuple(init.shape)}.")
-        init = init[None]
-    res = kmeans_stack(x[None], k, n_init=n_init, seeds=[seed], init=init, max_iter=max_iter, tol=tol)
-    return KMeansResult(res.labels[0], res.centers[0], res.inertia[0])
+        check_finite(init, "init")
+    # half -> float32, and magnitudes whose squares float32 cannot hold rescaled by a power of two
+    # (exact; the labels are those of x, centres and inertia are scaled back)
+    (x, *rest), s = rescaled(x, *([] if init is None else [init]))
+    res = kmeans_stack(x[None], k, n_init=n_init, seeds=[seed], init=rest[0][None] if rest else None,
+                       max_iter=max_iter, tol=tol)
+    if s == 1.0:
+        return KMeansResult(res.labels[0], res.centers[0], res.inertia[0])
+    inertia = (res.inertia[0].to(torch.float64) * (s * s)).to(x.dtype)  # inf where x.dtype cannot hold it
+    return KMeansResult(res.labels[0], res.centers[0] * s, inertia)
 
 
 def _contingency(a: Tensor, b: Tensor) -> Tensor:
@@ -345,6 +353,7 @@ def nearest_centroid_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, 
                          f"{xte.shape[1]}.")
     check_finite(xtr, "x_train")
     check_finite(xte, "x_test")
+    (xtr, xte), _ = rescaled(xtr, xte)  # one common scale: the nearest centroid does not change
     ytr = check_labels(y_train, xtr.shape[0], "y_train", device=xtr.device)
     yte = check_labels(y_test, xte.shape[0], "y_test", device=xte.device)
     classes, inv = torch.unique(ytr, return_inverse=True)

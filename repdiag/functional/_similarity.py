@@ -8,6 +8,7 @@ from torch import Tensor
 
 from .._errors import ShapeError, warn_undefined
 from .._validation import check_finite, check_samples
+from ._precision import metric_input
 
 __all__ = ["linear_cka", "effective_rank", "participation_ratio"]
 
@@ -64,7 +65,8 @@ def linear_cka(x: Tensor, y: Tensor, *, debiased: bool = False) -> Tensor:
                          "Feed both layers (or runs) the same inputs.")
     check_finite(x, "x")
     check_finite(y, "y")
-    y = y.to(device=x.device, dtype=x.dtype)
+    x = metric_input(x)  # CKA is invariant to isotropic scaling of either input: rescale each alone
+    y = metric_input(y).to(device=x.device, dtype=x.dtype)
     n = x.shape[0]
     nan = torch.full((), float("nan"), dtype=x.dtype, device=x.device)
     if debiased and n < 4:
@@ -84,15 +86,18 @@ def linear_cka(x: Tensor, y: Tensor, *, debiased: bool = False) -> Tensor:
     return xy / (xx.sqrt() * yy.sqrt())
 
 
-def _spectrum(x: Tensor, what: str) -> Tensor | None:
+def _spectrum(x: Tensor, what: str) -> tuple[Tensor | None, Tensor]:
+    """Singular values of the centred samples (None, with a warning, when all are 0), and the
+    validated samples in their compute dtype."""
     x = check_samples(x, "x", min_samples=2)
     check_finite(x, "x")
+    x = metric_input(x)  # both dimensions are scale invariant; s**4 of 1e10 inputs overflows float32
     xc = x - x.mean(dim=0)
-    s = torch.linalg.svdvals(xc.to(torch.float64) if x.dtype in (torch.float16, torch.bfloat16) else xc)
+    s = torch.linalg.svdvals(xc)
     if float(s.max()) <= 0:
         warn_undefined(what, "the samples have zero variance")
-        return None
-    return s
+        return None, x
+    return s, x
 
 
 def effective_rank(x: Tensor) -> Tensor:
@@ -119,12 +124,12 @@ def effective_rank(x: Tensor) -> Tensor:
     >>> effective_rank(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]))
     tensor(2.)
     """
-    s = _spectrum(x, "effective rank")
+    s, x = _spectrum(x, "effective rank")
     if s is None:
         return torch.full((), float("nan"), dtype=x.dtype, device=x.device)
     p = s / s.sum()
     p = p[p > 0]
-    return torch.exp(-(p * p.log()).sum()).to(x.dtype)
+    return torch.exp(-(p * p.log()).sum()).to(s.dtype)
 
 
 def participation_ratio(x: Tensor) -> Tensor:
@@ -152,8 +157,8 @@ def participation_ratio(x: Tensor) -> Tensor:
     >>> participation_ratio(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]))
     tensor(2.)
     """
-    s = _spectrum(x, "participation ratio")
+    s, x = _spectrum(x, "participation ratio")
     if s is None:
         return torch.full((), float("nan"), dtype=x.dtype, device=x.device)
-    lam = s * s
-    return (lam.sum() ** 2 / (lam * lam).sum()).to(x.dtype)
+    lam = s.to(torch.float64) ** 2
+    return (lam.sum() ** 2 / (lam * lam).sum()).to(s.dtype)

@@ -14,6 +14,7 @@ from torch import Tensor
 from .._errors import ShapeError
 from .._validation import check_positive_int
 from ._ot_inputs import check_p, check_pair, check_result, check_weights
+from ._precision import rescaled
 
 __all__ = ["wasserstein_1d", "sliced_wasserstein"]
 
@@ -103,9 +104,10 @@ def wasserstein_1d(a: Any, b: Any, a_weights: Any = None, b_weights: Any = None,
     a, b, out_dtype = check_pair(a, b)
     wa = check_weights(a_weights, a.shape[0], "a_weights", a.device)
     wb = check_weights(b_weights, b.shape[0], "b_weights", a.device)
+    (a, b), s = rescaled(a, b)  # |a - b|^p of 1e20 (or 1e-30) would overflow (underflow): exact 2^k scale
     w = _wpp_1d(a, b, wa, wb, p)
     check_result(w, a, b)
-    return (w if p == 1 else w.pow(1.0 / p)).to(out_dtype)
+    return ((w if p == 1 else w.pow(1.0 / p)) * s).to(out_dtype)
 
 
 def _random_projections(d: int, n_projections: int, seed: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -180,6 +182,7 @@ def sliced_wasserstein(
         theta = theta.to(device=a.device, dtype=a.dtype)
     wa = check_weights(a_weights, a.shape[0], "a_weights", a.device)
     wb = check_weights(b_weights, b.shape[0], "b_weights", a.device)
+    (a, b), s = rescaled(a, b)  # W_p is homogeneous of degree 1: computed at a safe scale, scaled back
     w = _wpp_1d(a @ theta, b @ theta, wa, wb, p).mean()
     check_result(w, a, b)
-    return (w if p == 1 else w.pow(1.0 / p)).to(out_dtype)
+    return ((w if p == 1 else w.pow(1.0 / p)) * s).to(out_dtype)

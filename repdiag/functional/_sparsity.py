@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._errors import ShapeError
+from .._errors import ConfigError, ShapeError, warn_undefined
 from .._validation import check_choice, check_nonneg_float, check_samples, describe
 
 __all__ = [
@@ -158,12 +158,19 @@ def histogram_quantiles(counts: Tensor, q: Tensor | float | list[float], *, low:
     c = torch.as_tensor(counts)
     if c.ndim != 1 or c.numel() < 2:
         raise ShapeError(f"counts must be a 1-D histogram of at least 2 bins; got {describe(c)}.")
-    qs = torch.as_tensor(q, dtype=torch.float64, device=c.device)
-    if bool(((qs < 0) | (qs > 1)).any()):
-        raise ShapeError(f"q must lie in [0, 1]; got {qs.tolist()}.")
+    try:
+        qs = torch.as_tensor(q, dtype=torch.float64, device=c.device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"q must be a number or a sequence of numbers in [0, 1]; got {describe(q)}.") from exc
+    if not bool(((qs >= 0) & (qs <= 1)).all()):  # NaN fails both comparisons
+        raise ConfigError(f"q must lie in [0, 1] (NaN is not a quantile); got {qs.tolist()}. Pass e.g. q=0.5.")
+    if (c.is_floating_point() and not bool(torch.isfinite(c).all())) or not bool((c >= 0).all()):
+        raise ConfigError(f"counts must be finite and >= 0 (a histogram); got min {float(c.min())}, "
+                          f"max {float(c.max())}.")
     cum = torch.cumsum(c.to(torch.float64), 0)
     total = cum[-1]
     if float(total) <= 0:
+        warn_undefined("histogram quantile", "the histogram is empty (all counts 0)")
         return torch.full_like(qs, float("nan"))
     centres = torch.linspace(low, high, c.numel(), dtype=torch.float64, device=c.device)
     idx = torch.searchsorted(cum, (qs * total).clamp(min=1e-12).reshape(-1)).clamp(max=c.numel() - 1)

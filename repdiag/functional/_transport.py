@@ -22,6 +22,7 @@ from torch import Tensor
 from .._errors import ConfigError, NonFiniteError, RepdiagError, ShapeError
 from .._validation import check_finite, check_positive_int, check_samples, check_same_features
 from ._ot_inputs import check_p, check_pair, check_paired, check_weights, compute_dtype
+from ._precision import rescaled
 from ._sliced import sliced_wasserstein, wasserstein_1d
 
 __all__ = ["wasserstein_1d", "sliced_wasserstein", "emd", "coupling_bound", "first_moment_bound"]
@@ -170,7 +171,10 @@ def coupling_bound(y_t: Any, y_t2: Any) -> Tensor:
     tensor(3.)
     """
     y_t, y_t2, out_dtype = check_paired(y_t, y_t2)
-    return torch.linalg.vector_norm(y_t - y_t2, dim=1).mean().to(out_dtype)
+    check_finite(y_t, "y_t")
+    check_finite(y_t2, "y_t2")
+    (y_t, y_t2), s = rescaled(y_t, y_t2)  # the norm squares: 1e20 would overflow float32
+    return (torch.linalg.vector_norm(y_t - y_t2, dim=1).mean() * s).to(out_dtype)
 
 
 def first_moment_bound(y_t: Any, y_t2: Any) -> Tensor:
@@ -197,5 +201,7 @@ def first_moment_bound(y_t: Any, y_t2: Any) -> Tensor:
     if a.device != b.device:
         raise ShapeError(f"y_t and y_t2 must be on the same device; got {a.device} and {b.device}.")
     out_dtype = torch.promote_types(a.dtype, b.dtype)
-    ct = compute_dtype(a, b)
-    return torch.linalg.vector_norm(a.to(ct).mean(0) - b.to(ct).mean(0)).to(out_dtype)
+    check_finite(a, "y_t")
+    check_finite(b, "y_t2")
+    (a, b), s = rescaled(a.to(compute_dtype(a, b)), b.to(compute_dtype(a, b)))  # the norm squares
+    return (torch.linalg.vector_norm(a.mean(0) - b.mean(0)) * s).to(out_dtype)

@@ -37,6 +37,7 @@ from .._validation import check_finite
 from ..functional import standardize
 from ..functional._clustering import centroids, cluster_distance_sums, undefined_reason
 from ..functional._kmeans import KMeansResult, kmeans_stack
+from ..functional._precision import metric_input
 from ..tables import MODEL_LAYER
 from ._registry import LayerData, Metric, Row, iter_rows
 
@@ -67,7 +68,7 @@ def layer_samples(data: LayerData, metric: str) -> Tensor:
     assert x is not None  # the registry skips layers without samples
     x = x if x.is_floating_point() else x.float()
     check_finite(x, f"the buffered samples of layer {data.layer!r} (metric {metric!r})")
-    return x
+    return metric_input(x)  # half -> float32 and a power-of-two rescale of extreme magnitudes (exact)
 
 
 @dataclass(frozen=True)
