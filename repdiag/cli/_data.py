@@ -51,7 +51,8 @@ class Batch:
 
 @dataclass
 class DataSource:
-    """Inputs ``x`` (N, ...) and labels ``y`` (N,) int64 (``-1`` = unknown), plus a description.
+    """Inputs ``x`` (N, ...) and labels ``y`` (N,) int64 (all ``-1`` when the data has none), plus a
+    description.
 
     ``x_name`` is the keyword ``x`` is passed under (None: positionally); ``kwargs`` are further
     per-sample inputs passed as keyword arguments (``attention_mask``...)."""
@@ -280,7 +281,11 @@ def _labels(y: Tensor, n: int) -> Tensor:
                             "that are not whole numbers. Pass class indices (y.argmax(1) for probabilities).")
         if y.numel() and float(y.abs().max()) > 2**53:
             raise DataError("labels must be class indices; got floats beyond 2**53. Pass class indices.")
-    return y.long()
+    y = y.long()
+    if y.numel() and int(y.min()) < 0:
+        raise DataError(f"labels must be class indices >= 0; got a minimum of {int(y.min())}. Map the classes to "
+                        "0..k-1 and leave out samples without a label (ignore-index entries such as -100).")
+    return y
 
 
 def check_seed(seed: Any, flag: str = "--seed") -> int:

@@ -199,6 +199,7 @@ def evaluate(model: nn.Module, data: DataSource, *, name: str, layers: Any = "au
 
     step: Any = rec.step
     takes_mask = "mask" in inspect.signature(step).parameters  # the recorder's mask API, where it has one
+    labelled = data.has_labels
     try:
         n_batches = (data.x.shape[0] + batch_size - 1) // batch_size
         with torch.no_grad(), progress_bar(n_batches, f"forward {name}", quiet, "batch") as bar:
@@ -215,10 +216,11 @@ def evaluate(model: nn.Module, data: DataSource, *, name: str, layers: Any = "au
                         f"data {data.shapes()} ({data.description}) does not fit model {name!r}: {first}. Pass "
                         f"--data that matches the model's input ({hint})."
                     ) from exc
+                labels = b.y if labelled else None  # no labels: -1 throughout, which the recorder refuses
                 if b.mask is not None and takes_mask:
-                    step(labels=b.y, mask=b.mask)  # padded tokens left out of the rows
+                    step(labels=labels, mask=b.mask)  # padded tokens left out of the rows
                 else:
-                    rec.step(labels=b.y)
+                    step(labels=labels)
                 bar.update(1)
         with warnings.catch_warnings(record=True) as ws:
             warnings.simplefilter("always", RepdiagWarning)
