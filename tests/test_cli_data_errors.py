@@ -39,6 +39,7 @@ def d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     np.savez(d / "ragged.npz", x=X, attention_mask=np.ones((9, 5), np.int64))
     np.savez(d / "frac_labels.npz", x=X, y=np.full(10, 0.5))
     np.savez(d / "token_labels.npz", x=X, y=np.zeros((10, 3), np.int64) + 2)
+    np.savez(d / "negative.npz", x=X, y=np.full(10, -100, np.int64))
     np.savez(d / "big_uint.npz", x=X, y=np.full(10, 2**63 + 5, np.uint64))
     torch.save({"x": torch.zeros(10, 1, 8, 8), "y": [1, 2, 3]}, d / "listy.pt")
     torch.save({1: torch.zeros(10, 1, 8, 8)}, d / "intkeys.pt")
@@ -67,11 +68,12 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
                                                                  "'attention_mask' has shape (9, 5)"]),
     ("fractional-labels", lambda d: ["--data", str(d / "frac_labels.npz")], ["not whole numbers"]),
     ("token-labels", lambda d: ["--data", str(d / "token_labels.npz")], ["not one-hot", "got shape (10, 3)"]),
+    ("negative-labels", lambda d: ["--data", str(d / "negative.npz")], ["class indices >= 0", "minimum of -100"]),
     ("uint64-overflow", lambda d: ["--data", str(d / "big_uint.npz")], ["above 2**63 - 1"]),
     ("pt-list-value", lambda d: ["--data", str(d / "listy.pt")], ["'y' is a list", "expected an array or a tensor"]),
     ("pt-int-keys", lambda d: ["--data", str(d / "intkeys.pt")], ["non-string keys"]),
-    ("seed-overflow", lambda d: ["--seed", "99999999999999999999"], ["--seed must be an integer in [0, 4294967295]"]),
-    ("seed-negative", lambda d: ["--seed", "-1"], ["--seed must be an integer in"]),
+    ("seed-overflow", lambda d: ["--seed", "99999999999999999999"], ["--seed must be an integer in"]),
+    ("seed-negative", lambda d: ["--seed", "-1"], ["--seed must be an integer in [0, 4294967295]"]),
     ("feature-dim", lambda d: ["--feature-dim", "last"], ["--feature-dim must be 'auto' or an integer"]),
 ]
 

@@ -176,3 +176,12 @@ def test_token_data_that_does_not_fit_the_model(hf: dict[str, Path], tmp_path: P
     line = _one_line(["report", str(hf["bert"]), "--data", str(tmp_path / "named.npz"), "--quiet", "--embedding",
                       "none", "--out", str(tmp_path / "o")], capsys)
     assert "holds input(s) 'pixels'" in line or "does not fit model" in line
+
+
+def test_default_layers_are_the_block_activations_at_feature_width(hf: dict[str, Path]) -> None:
+    from repdiag.cli._hf import load_hf
+
+    r = evaluate(load_hf(hf["bert"]), load_data(str(hf["npz"]), samples=N), name="b", metrics=["sparsity"])
+    acts = [f"bert.encoder.layer.{i}.intermediate.intermediate_act_fn" for i in range(2)]
+    assert set(acts) <= set(r.layers)
+    assert all(r.samples[a][0].shape == (N, INTER) for a in acts)

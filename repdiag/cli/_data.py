@@ -51,7 +51,8 @@ class Batch:
 
 @dataclass
 class DataSource:
-    """Inputs ``x`` (N, ...) and labels ``y`` (N,) int64 (``-1`` = unknown), plus a description.
+    """Inputs ``x`` (N, ...) and labels ``y`` (N,) int64 (all ``-1`` when the data has none), plus a
+    description.
 
     ``x_name`` is the keyword ``x`` is passed under (None: positionally); ``kwargs`` are further
     per-sample inputs passed as keyword arguments (``attention_mask``...)."""

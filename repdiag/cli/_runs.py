@@ -116,10 +116,10 @@ def gather_sources(paths: Sequence[str], names: str | None, groups: Sequence[str
             found.append((arg, None, p, {}))  # a save_pretrained directory: evaluated like a checkpoint
         elif p.is_dir():
             if not is_run_dir(p):
-                raise ConfigError(f"each input must be a checkpoint file, a run directory (it holds meta.json, "
-                                  f"written by repdiag.attach(..., log_dir=...)) or a Hugging Face save_pretrained "
-                                  f"directory (config.json); {arg!r} is a directory with neither. Pass the run "
-                                  "directories themselves, e.g. runs/*.")
+                raise ConfigError(f"each input must be a checkpoint file, a Hugging Face save_pretrained directory "
+                                  f"(config.json) or a run directory (it holds meta.json, written by "
+                                  f"repdiag.attach(..., log_dir=...)); {arg!r} is a directory without one. Pass the "
+                                  "run directories themselves, e.g. runs/*.")
             final = p / FINAL_CHECKPOINT
             found.append((arg, p, final if final.is_file() else None, read_meta(p)))
         else:
