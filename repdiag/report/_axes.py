@@ -11,11 +11,11 @@ __all__ = ["PROBE_AXES", "axis_text", "better_of", "meaning_of", "y_label"]
 
 PROBE_AXES: dict[str, tuple[str, str]] = {
     # name: (meaning, better: "higher" | "lower" | "")
-    "gamma_below": ("fraction of BN channels with |gamma| < threshold", ""),
+    "gamma_below": ("fraction of norm channels with |gamma| < threshold", ""),
     "gamma_below_ref": ("fraction with |gamma| < threshold (reference)", ""),
-    "gamma_mean": ("mean BN gamma", ""),
-    "gamma_std": ("std of BN gamma", ""),
-    "gamma_quantile": ("BN gamma quantile", ""),
+    "gamma_mean": ("mean norm-layer gamma", ""),
+    "gamma_std": ("std of norm-layer gamma", ""),
+    "gamma_quantile": ("norm-layer gamma quantile", ""),
     "beta_mean": ("mean BN beta", ""),
     "beta_std": ("std of BN beta", ""),
     "beta_quantile": ("BN beta quantile", ""),

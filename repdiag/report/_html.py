@@ -198,7 +198,7 @@ def render_html(data: ReportData, figures: Sequence[Any]) -> str:
     sections = [("depth", "Other metrics against depth", "Each metric per layer in forward order; a line per group "
                  "(mean over its runs, band from the lowest to the highest run)."),
                 ("embedding", "Embeddings", "Layer samples in 2-D, coloured by class; one run per group."),
-                ("gamma", "BatchNorm gamma", "Distribution of |gamma| per BN layer."),
+                ("gamma", "Normalization gamma", "Distribution of |gamma| per normalization layer (BatchNorm, LayerNorm, GroupNorm, RMSNorm; the table's module column says which)."),
                 ("training", "Other metrics during training", "Metrics recorded while training, over steps.")]
     for key, name, text in sections:
         figs = [fig for k, fig in enumerate(figures) if fig.section == key and k not in used]

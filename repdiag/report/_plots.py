@@ -304,7 +304,7 @@ def embedding_grid(points: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray
 
 def gamma_histograms(gammas: Mapping[str, Mapping[str, np.ndarray]], runs: Sequence[str],
                      layers: Sequence[str], groups: Mapping[str, str] | None = None) -> bytes:
-    """Histograms of |gamma| per BN layer, groups (or runs) overlaid; a group's runs are pooled."""
+    """Histograms of |gamma| per normalization layer, groups (or runs) overlaid; a group's runs are pooled."""
     keys, members = _colour_keys([r for r in runs if r in gammas], groups)
     colors = run_colors(keys)
     cols = min(4, len(layers))

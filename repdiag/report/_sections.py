@@ -94,7 +94,7 @@ def not_applicable_note(missing: Mapping[str, Sequence[str]], members: Mapping[s
     for gs, ms in by_groups.items():
         who = ", ".join(f"{g} ({len(members.get(g, [g]))} run{'s' * (len(members.get(g, [g])) > 1)})" for g in gs)
         gamma = all(m.startswith(("gamma", "beta")) for m in ms)
-        why = ("they have no affine normalization (BatchNorm) layer, so the gamma table does not apply"
+        why = ("they have no affine normalization layer (BatchNorm, LayerNorm, GroupNorm, RMSNorm), so the gamma table does not apply"
                if gamma else "no run of theirs recorded them")
         notes.append(f"{who}: {', '.join(ms)} not shown for them: {why}.")
     return notes

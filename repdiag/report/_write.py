@@ -88,9 +88,9 @@ def plan_figures(data: ReportData) -> list[PlannedFigure]:
     bn_layers = list(dict.fromkeys(lay for g in data.gammas.values() for lay in g))
     if bn_layers:
         bn_layers.sort(key=lambda lay: positions.get(lay, len(positions)))
-        plan.append(PlannedFigure("gamma", "BN gamma", "bn_gamma_hist.png",
+        plan.append(PlannedFigure("gamma", "Normalization gamma", "bn_gamma_hist.png",
                                   partial(_plots.gamma_histograms, data.gammas, data.runs, bn_layers, groups), "gamma",
-                                  "Histogram of |gamma| per BN layer; the channels of a group's runs pooled."))
+                                  "Histogram of |gamma| per normalization layer; the channels of a group's runs pooled."))
     if data.training is not None and not data.training.empty:
         tr = data.matched(training=True)
         tr_pos = {lay: i for i, lay in enumerate(sorted(tr["layer"].dropna().unique(), key=lambda v: positions.get(v, -1)))}
