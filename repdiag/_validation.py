@@ -18,6 +18,7 @@ __all__ = [
     "first_tensor",
     "check_samples",
     "check_labels",
+    "check_dims",
     "check_same_features",
     "check_positive_int",
     "check_nonneg_float",
@@ -65,25 +66,30 @@ def check_samples(x: Any, name: str = "x", *, min_samples: int = 1) -> Tensor:
     return x
 
 
-def check_labels(labels: Any, n: int, name: str = "labels", *, device: torch.device | None = None) -> Tensor:
-    """Return ``labels`` as an int64 ``(n,)`` tensor or raise :class:`ShapeError`."""
+def check_labels(labels: Any, n: int | None, name: str = "labels", *,
+                 device: torch.device | None = None) -> Tensor:
+    """Return ``labels`` as an int64 1-D tensor of ``n`` entries (any integer or bool dtype is
+    accepted) or raise :class:`ShapeError`. ``n=None`` (``Recorder.step``) checks the shape only:
+    the recorder compares the length with each layer's batch itself."""
+    count = "one class index per sample" if n is None else f"{n} class indices, one per sample"
     if not isinstance(labels, Tensor):
         try:
             labels = torch.as_tensor(labels)
-        except Exception as exc:  # noqa: BLE001
-            raise ShapeError(f"{name} must be a 1-D tensor of {n} integer labels; got {describe(labels)}.") from exc
-    if labels.ndim != 1 or labels.shape[0] != n:
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ShapeError(
+                f"{name} must be a 1-D integer tensor ({count}); got {describe(labels)} that torch cannot read "
+                f"as numbers ({exc}). Map class names to indices 0..k-1 first.") from exc
+    if labels.ndim != 1 or (n is not None and labels.shape[0] != n) or labels.is_floating_point() \
+            or labels.is_complex():
         raise ShapeError(
-            f"{name} must be a 1-D tensor of {n} labels (one per sample); got shape {tuple(labels.shape)}."
-            + (" Pass class indices, not one-hot rows: labels.argmax(1)." if labels.ndim == 2 else "")
-        )
-    if labels.is_floating_point() or labels.is_complex():
-        raise ShapeError(f"{name} must hold integer class labels; got dtype {labels.dtype}. Use labels.long().")
+            f"{name} must be a 1-D integer tensor ({count}); got {labels.dtype} of shape {tuple(labels.shape)}."
+            + (" Pass class indices, not one-hot rows: labels.argmax(1)." if labels.ndim == 2 else
+               " Pass class indices: labels.long()." if labels.is_floating_point() else ""))
     if labels.device.type == "meta":
         raise ShapeError(f"{name} must hold data; got {describe(labels)}, which has none.")
     if device is not None and labels.device != device:
         labels = labels.to(device)
-    return labels.long()
+    return labels if labels.dtype == torch.int64 else labels.long()
 
 
 def check_same_features(a: Tensor, b: Tensor, names: tuple[str, str] = ("a", "b")) -> None:
@@ -247,3 +253,20 @@ def check_attach_args(layers: Any, *, every: Any, max_samples: Any, reduce: Any,
             raise expected_error("attach's keyword options", f"among {', '.join(allowed)}", repr(key),
                                  did_you_mean(key, allowed).strip(), cls=UnknownOptionError)
     check_metric_options(options.get("metric_options"), resolve_metrics(metrics), available_metrics())
+
+
+def check_dims(dims: Any, what: str, *, none_ok: bool) -> int | dict[str, int] | None:
+    """``feature_dim`` / ``batch_dim`` as given: an int, a ``{layer: int}`` mapping (or None for
+    ``feature_dim``). Whether the dim exists is checked against each activation's rank at its
+    first call (``capture._hooks.layout_of``)."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if dims is None and none_ok:
+        return None
+    if is_int(dims):
+        return int(dims)
+    if isinstance(dims, Mapping) and all(isinstance(k, str) and is_int(v) for k, v in dims.items()):
+        return {k: int(v) for k, v in dims.items()}
+    raise ConfigError(f"{what} must be {'None (automatic), ' if none_ok else ''}an int or a dict "
+                      f"{{layer path: int}}; got {type(dims).__name__} {dims!r}.")

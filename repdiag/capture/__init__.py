@@ -3,7 +3,8 @@
 from ._buffer import Reservoir
 from ._native import available as native_available
 from ._native import use_native
-from ._recorder import Recorder, StepContext, attach
+from ._attach import attach
+from ._recorder import Recorder, StepContext
 from ._select import ACTIVATION_TYPES, list_layers, select_layers, unwrap
 from ._stats import HIST_BINS, StreamingStats
 

@@ -1,4 +1,4 @@
-"""``repdiag.attach`` and the :class:`Recorder` it returns: forward hooks that capture activations
+"""The :class:`Recorder` that ``repdiag.attach`` (``_attach``) returns: forward hooks that capture activations
 into bounded buffers, the step schedule, and the table of metrics computed on those buffers.
 
 The hooks themselves (the hot path) live in ``_hooks``, the row building in ``_rows`` and the
@@ -19,21 +19,20 @@ import torch
 from torch import Tensor, nn
 
 from .._errors import ConfigError, RepdiagError, ShapeError
-from .._validation import check_attach_args, check_choice, check_seed, check_nonneg_float, check_positive_int
+from .._validation import check_choice, check_dims, check_labels, check_nonneg_float, check_positive_int, check_seed
 from ..metrics._plan import KMeansMemory
 from ..metrics._registry import LayerData, Metric, Row, resolve_metrics
 from ..runs import History, RunWriter, layer_entries
 from ..tables import concat_tables, empty_table
 from ._buffer import Reservoir
 from ._distributed import gather_layer_data, rank_seed, sync_target
-from ._extensions import EXTENSION_KEYS, attach_extensions
 from ._hooks import HookedLayer, HookState, abort_forward, make_hook, make_root_hooks
 from ._layout import LayoutContext
 from ._rows import collect_layer_data, compute_rows, depth_order, finish_rows
 from ._select import LayerSpec, select_layers, unwrap
 from ._stats import StreamingStats
 
-__all__ = ["Recorder", "attach", "StepContext"]
+__all__ = ["Recorder", "StepContext"]
 
 Reduce = Literal["mean", "positions", "flatten"]
 _REDUCES = ("mean", "positions", "flatten")
@@ -94,8 +93,8 @@ class Recorder:
         if snapshot_every is not None:
             check_positive_int(snapshot_every, "snapshot_every")
         self.snapshot_every = snapshot_every
-        self.feature_dim = _check_dims(feature_dim, "feature_dim", none_ok=True)
-        self.batch_dim: int | dict[str, int] = _check_dims(batch_dim, "batch_dim", none_ok=False) or 0
+        self.feature_dim = check_dims(feature_dim, "feature_dim", none_ok=True)
+        self.batch_dim: int | dict[str, int] = check_dims(batch_dim, "batch_dim", none_ok=False) or 0
         self.seed = check_seed(seed)
         if distributed not in (True, False, "rank0", "all"):
             raise ConfigError(f"distributed must be True, False, 'rank0' or 'all'; got {distributed!r}.")
@@ -180,7 +179,7 @@ class Recorder:
         was_due = st.active and not st.paused
         if st.in_forward:  # the last forward raised part-way: its rows get no labels
             abort_forward(st)
-        lab = _check_labels(labels)
+        lab = None if labels is None else check_labels(labels, None)
         pending = any(layer.pending for layer in self._layers.values())
         if lab is not None and pending and lab.numel() and bool((lab < 0).any()):
             raise ShapeError(f"labels must be class indices >= 0; got {lab.dtype} labels of shape {tuple(lab.shape)} "
@@ -392,124 +391,3 @@ def _make_history(rec: Recorder, layers: LayerSpec, log_dir: str | os.PathLike[s
 def _entry_layout(lay: HookedLayer) -> tuple[int, int] | None:
     """A layer's (batch dim, unit dim) for the run's metadata; None for 2-D activations."""
     return None if lay.layout is None or lay.layout.ndim <= 2 else (lay.layout.batch, lay.layout.feature)
-
-
-def attach(
-    model: nn.Module,
-    layers: LayerSpec = "auto",
-    *,
-    every: int = 1,
-    max_samples: int = 4096,
-    reduce: Reduce = "mean",
-    metrics: str | Sequence[str] | None = "default",
-    run: str | None = None,
-    seed: int = 0,
-    group: str | None = None,
-    log_dir: str | os.PathLike[str] | None = None,
-    **options: Any,
-) -> Recorder:
-    """Hook ``model`` and record per-layer activations; returns a :class:`Recorder`.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Any module; DataParallel / DistributedDataParallel wrappers are unwrapped, so layer
-        names carry no ``module.`` prefix.
-    layers : "auto", str, list, type or callable
-        ``"auto"`` takes every activation module (ReLU, GELU, SiLU, Tanh, ... see
-        :data:`repdiag.capture.ACTIVATION_TYPES`): their outputs are the post-activation
-        representations the source papers study; Hugging Face activations (classes of
-        ``transformers.activations``) count, so a transformer gets each block's MLP activation.
-        A model with none (it calls ``F.relu`` in ``forward``) gets its conv, linear (and GPT-2
-        ``Conv1D``), norm, RNN and Transformer-block layers instead. Also accepted: a module
-        path, a glob (``*`` within one dotted level, ``**`` across levels: ``"h.*"``,
-        ``"h.**.act"``), a list of those, a module type or tuple of types, or a predicate
-        ``f(name, module) -> bool``.
-    every : int
-        Record on steps ``0, every, 2*every, ...``; other steps cost one bool check per hook.
-    max_samples : int
-        Rows kept per layer (reservoir sampling: a uniform sample of all rows seen).
-    reduce : {"mean", "positions", "flatten"}
-        How a conv map or sequence becomes rows: the mean over positions per unit (one row per
-        sample), each position a row (labels broadcast), or the flattened map. Padded tokens
-        (the forward's ``attention_mask``, or :meth:`Recorder.set_mask`) are left out.
-    metrics : "default", "all", list of str, or None
-        Metric plugins :meth:`Recorder.table` computes (``repdiag metrics`` lists them).
-    run : str
-        Run name written in the table's ``run`` column (default with ``log_dir``: the
-        directory's name).
-    seed : int
-        Seed of the reservoirs' own generators (the global RNG is never touched); also the
-        run's seed in the ``seed`` column and the run directory's metadata.
-    group : str, optional
-        The condition the run belongs to (``"bn"``, ``"nobn"``); with it the table gets
-        ``group`` and ``seed`` columns, and ``repdiag.compare(tables, by="group")`` pools runs.
-    log_dir : path-like, optional
-        Write a run directory as training goes (``docs/runs.md``): ``meta.json`` and each
-        snapshot's and probe's rows as a Parquet part, so a killed run keeps every snapshot it
-        completed and the recorder holds no rows in memory. :meth:`Recorder.detach` writes what
-        was captured since the last snapshot. Read it with :func:`repdiag.load_run`.
-    **options
-        ``capture="input"`` records each module's input instead of its output (the
-        post-activation input of the next layer in nets with functional activations);
-        ``feature_dim`` / ``batch_dim`` override the inferred layout (:attr:`Recorder.layout`),
-        an int for all layers or a dict ``{layer: dim}``; ``sparsity_eps`` counts
-        ``|x| <= eps`` as zero; ``snapshot_every=k`` snapshots and resets every k steps so the
-        table has values over training; ``metric_options={"name": {...}, "*": {...}}``;
-        ``distributed=True`` (or ``"all"``) makes :meth:`Recorder.table` describe every rank's
-        data when ``torch.distributed`` is initialised, ``"rank0"`` gathers on rank 0 only,
-        False keeps per-rank tables; ``distributed_timeout`` (seconds) bounds the wait for the
-        other ranks (default: the process group's timeout); further
-        keys (``probe``, ``loss_fn``, ...) are accepted by the probes that define them.
-    """
-    check_attach_args(layers, every=every, max_samples=max_samples, reduce=reduce, metrics=metrics, seed=seed, options=options)
-    ext = {k: options.pop(k) for k in list(options) if k in EXTENSION_KEYS}
-    rec = Recorder(model, layers, every=every, max_samples=max_samples, reduce=reduce, metrics=metrics, run=run,
-                   seed=seed, group=group, log_dir=log_dir, **options)
-    try:
-        if rec._history.writer is not None:
-            rec._history.writer.add_config(ext)
-        attach_extensions(rec, ext)
-    except BaseException:
-        rec.detach()
-        raise
-    return rec
-
-
-
-def _check_dims(dims: Any, what: str, *, none_ok: bool) -> int | dict[str, int] | None:
-    """``feature_dim`` / ``batch_dim`` as given: an int, a ``{layer: int}`` mapping (or None for
-    ``feature_dim``). Whether the dim exists is checked against each activation's rank at its
-    first call."""
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if dims is None and none_ok:
-        return None
-    if is_int(dims):
-        return int(dims)
-    if isinstance(dims, Mapping) and all(isinstance(k, str) and is_int(v) for k, v in dims.items()):
-        return {k: int(v) for k, v in dims.items()}
-    raise ConfigError(f"{what} must be {'None (automatic), ' if none_ok else ''}an int or a dict "
-                      f"{{layer path: int}}; got {type(dims).__name__} {dims!r}.")
-
-
-def _check_labels(labels: Any) -> Tensor | None:
-    """``labels`` as a 1-D int64 tensor (any integer or bool dtype is accepted), or None."""
-    if labels is None:
-        return None
-    lab = labels
-    if not isinstance(lab, Tensor):
-        try:
-            lab = torch.as_tensor(labels)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise ShapeError(
-                f"labels must be a 1-D integer tensor (one class index per sample); got {type(labels).__name__} "
-                f"that torch cannot read as numbers ({exc}). Map class names to indices 0..k-1 first."
-            ) from exc
-    if lab.ndim != 1 or lab.is_floating_point() or lab.is_complex():
-        raise ShapeError(
-            f"labels must be a 1-D integer tensor (one class index per sample); got "
-            f"{lab.dtype} of shape {tuple(lab.shape)}. Pass y, or y.argmax(1) for one-hot targets."
-        )
-    return lab if lab.dtype == torch.int64 else lab.to(torch.int64)
