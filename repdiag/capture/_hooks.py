@@ -318,8 +318,8 @@ def record(st: HookState, layer: HookedLayer, x: Tensor, where: str = "") -> Non
     mask = st.mask
     if mask is not None and (x.ndim != 3 or lay.feature != lay.ndim - 1 or mask.shape != (n, x.shape[2])):
         mask = None  # not this layer's positions (pooled, another sequence, a conv map)
-    if mask is not None:
-        mask = mask.to(x.device, torch.bool)
+    if mask is not None and (mask.dtype != torch.bool or mask.device != x.device):
+        mask = st.mask = mask.to(x.device, torch.bool)  # once per root call, not once per layer
     if layer.stats is None:
         layer.stats = StreamingStats(d, x.device, eps=st.eps)
     elif layer.stats.units != d:
