@@ -147,3 +147,20 @@ def test_stratified_split() -> None:
     assert torch.equal(te, te2)
     with pytest.raises(ConfigError, match="test_fraction"):
         stratified_split(y, 1.5)
+
+
+@pytest.mark.parametrize("offset", [1e-2, 1.0])
+def test_tiny_spread_far_from_origin_matches_sklearn(offset: float) -> None:
+    """A deep layer of a plain network: float32 activations near ``offset`` with a spread 1e-5 of it.
+    Without centring, |x|^2 - 2 x.c + |c|^2 cancels to noise and the labels flicker (no run
+    converged in 300 iterations on such layers); centred as scikit-learn does, both agree."""
+    from sklearn.cluster import KMeans
+
+    x, _ = _blobs(2000, 16, 6, seed=3, spread=1.5)
+    x = (offset + x * offset * 1e-5).astype(np.float32)
+    init = x[np.random.default_rng(4).choice(len(x), 6, replace=False)]
+    sk = KMeans(6, init=init, n_init=1, algorithm="lloyd").fit(x)
+    got = kmeans(torch.tensor(x), 6, init=torch.tensor(init))
+    assert (got.labels.numpy() == sk.labels_).mean() > 0.999
+    assert_close(got.inertia.double(), torch.tensor(sk.inertia_, dtype=torch.float64), rtol=1e-3, atol=0)
+    assert_close(got.centers, torch.tensor(sk.cluster_centers_), rtol=1e-6, atol=0)

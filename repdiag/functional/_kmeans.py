@@ -154,16 +154,18 @@ def kmeans_stack(x: Tensor, k: int, *, n_init: int = 1, seeds: Sequence[int] = (
     batched), or starts from ``init[i]``: ``init`` of shape (L, k, d), or (L, r, k, d) for r
     runs per set. Each set keeps its lowest-inertia run; results carry the leading L."""
     nl, n, d = x.shape
-    # mean per-feature variance (two passes, as x.var(dim=1).mean(dim=1), whose reduction over the
-    # middle dimension is slower on CPU)
-    centred = x - x.mean(dim=1, keepdim=True)
-    var = centred.mul_(centred).sum(dim=(1, 2)) / (n * d)
-    del centred
+    # Lloyd runs on the centred samples, as scikit-learn's: the distance expansion
+    # |x|^2 - 2 x.c + |c|^2 cancels catastrophically when the spread is tiny beside the offset (deep
+    # layers of a plain network: variance 1e-10 at activations of 1e-2), and then the labels flicker
+    # and no run converges. Distances, labels and inertia do not depend on the shift.
+    mean = x.mean(dim=1, keepdim=True)
+    x = x - mean
+    var = (x * x).sum(dim=(1, 2)) / (n * d)  # mean per-feature variance
     x_sq = (x * x).sum(dim=2)
     if init is not None:
         init = init[:, None] if init.ndim == 3 else init
         runs = init.shape[1]
-        centers = init.reshape(nl * runs, k, d).clone()
+        centers = (init - mean[:, None]).reshape(nl * runs, k, d)
     else:
         runs = n_init
     xr, xr_sq = (x, x_sq) if runs == 1 else (x.repeat_interleave(runs, dim=0), x_sq.repeat_interleave(runs, dim=0))
@@ -171,7 +173,7 @@ def kmeans_stack(x: Tensor, k: int, *, n_init: int = 1, seeds: Sequence[int] = (
         centers = _seed(xr, xr_sq, k, [torch.Generator(device=x.device).manual_seed(int(s)) for s in seeds], runs)
     res = _lloyd(xr, xr_sq, centers, max_iter, (tol * var).repeat_interleave(runs))
     best = res.inertia.view(nl, runs).argmin(dim=1) + torch.arange(nl, device=x.device) * runs
-    return KMeansResult(res.labels[best], res.centers[best], res.inertia[best])
+    return KMeansResult(res.labels[best], res.centers[best] + mean, res.inertia[best])
 
 
 def kmeans(
