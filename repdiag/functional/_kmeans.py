@@ -47,10 +47,13 @@ def _sq_dist(x: Tensor, x_sq: Tensor, c: Tensor) -> Tensor:
 
 
 def _assign(x: Tensor, x_sq: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
-    """Nearest centre (B, n) and squared distance to it (B, n)."""
-    c_sq = (centers * centers).sum(dim=2)
-    val, idx = torch.baddbmm(c_sq[:, None, :], x, centers.transpose(1, 2), beta=1, alpha=-2).min(dim=2)
-    return idx, val.add_(x_sq).clamp_(min=0)
+    """Nearest centre (L, r, n) and squared distance to it (L, r, n) of x (L, n, d) for r runs'
+    centres (L, r, k, d): one product per set for all its runs, so x is read once."""
+    nl, r, k, d = centers.shape
+    flat = centers.reshape(nl, r * k, d)
+    dist = torch.baddbmm((flat * flat).sum(dim=2)[:, None, :], x, flat.transpose(1, 2), beta=1, alpha=-2)
+    val, idx = dist.view(nl, -1, r, k).min(dim=3)
+    return idx.transpose(1, 2), val.add_(x_sq[:, :, None]).clamp_(min=0).transpose(1, 2)
 
 
 def _seed(x: Tensor, x_sq: Tensor, k: int, gens: Sequence[torch.Generator], per: int) -> Tensor:
@@ -90,60 +93,64 @@ def kmeans_plusplus(x: Tensor, k: int, *, generator: torch.Generator) -> Tensor:
 def _relocate(x: Tensor, labels: Tensor, dmin: Tensor, sums: Tensor, counts: Tensor,
               empty: Tensor) -> tuple[Tensor, Tensor]:
     """Empty clusters take the points farthest from their centres (the i-th empty cluster the
-    i-th farthest point), leaving the point's old cluster when it has other members."""
-    b, _, d = x.shape
-    ar = torch.arange(b, device=x.device)[:, None]
-    far = dmin.topk(counts.shape[1], dim=1).indices
-    pt = far.gather(1, (empty.cumsum(1) - 1).clamp(min=0))
-    old = labels.gather(1, pt)
-    xp = x[ar, pt]
-    w = (empty & (counts.gather(1, old) > 1)).to(x.dtype)
-    sums = sums.scatter_add(1, old[..., None].expand(-1, -1, d), -xp * w[..., None])
-    counts = counts.scatter_add(1, old, -w)
+    i-th farthest point), leaving the point's old cluster when it has other members. x (L, n, d);
+    labels, dmin (L, r, n); sums (L, r, k, d); counts, empty (L, r, k)."""
+    k, d = counts.shape[2], x.shape[2]
+    far = dmin.topk(k, dim=2).indices
+    pt = far.gather(2, (empty.cumsum(2) - 1).clamp(min=0))
+    old = labels.gather(2, pt)
+    xp = x[torch.arange(x.shape[0], device=x.device)[:, None, None], pt]
+    w = (empty & (counts.gather(2, old) > 1)).to(x.dtype)
+    sums = sums.scatter_add(2, old[..., None].expand(-1, -1, -1, d), -xp * w[..., None])
+    counts = counts.scatter_add(2, old, -w)
     return torch.where(empty[..., None], xp, sums), torch.where(empty, torch.ones_like(counts), counts)
 
 
-def _lloyd(x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol: Tensor) -> KMeansResult:
-    """Lloyd iterations of B independent runs (x (B, n, d), centres (B, k, d), tol (B,)), each
-    stopped, as scikit-learn's, when its labels repeat or its centres' squared shift is <= tol.
-    Finished runs leave the batch (on CUDA at the host checks, every 8 iterations; until then a
-    finished run's centres stay fixed), so a batch costs the sum of its runs' iterations."""
-    b, n, d = x.shape
-    k = centers.shape[1]
+def _lloyd(x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol: Tensor) -> Tensor:
+    """Lloyd iterations of r runs on each of L sets (x (L, n, d), centres (L, r, k, d), tol (L,));
+    returns the final centres (L, r, k, d). Each run stops, as scikit-learn's, when its labels
+    repeat or its centres' squared shift is <= tol; its centres stay fixed from then on. The runs
+    of a set share its reads of x (one product assigns all of them, one sums their members), and a
+    set leaves the batch when all its runs have stopped (on CUDA at the host checks, every 8
+    iterations)."""
+    nl, r, k, d = centers.shape
+    n = x.shape[1]
     cpu = x.device.type == "cpu"
     out = centers.clone()
-    act = torch.arange(b, device=x.device)
+    act = torch.arange(nl, device=x.device)
     xa, xsa, ca, tola = x, x_sq, centers, tol
-    done = torch.zeros(b, dtype=torch.bool, device=x.device)
+    done = torch.zeros((nl, r), dtype=torch.bool, device=x.device)
+    offset = (torch.arange(r, device=x.device) * k)[None, :, None]
     labels_old: Tensor | None = None
     for it in range(max_iter):
         labels, dmin = _assign(xa, xsa, ca)
         # a one-hot matmul sums the members of each cluster ~4x faster than index_add_ on CPU
-        onehot = torch.zeros((xa.shape[0], k, n), dtype=x.dtype, device=x.device).scatter_(1, labels[:, None, :], 1)
-        counts = onehot.sum(dim=2)
-        sums = torch.bmm(onehot, xa)
+        onehot = torch.zeros((xa.shape[0], r * k, n), dtype=x.dtype, device=x.device)
+        onehot.scatter_(1, labels + offset, 1)
+        counts = onehot.sum(dim=2).view(-1, r, k)
+        sums = torch.bmm(onehot, xa).view(-1, r, k, d)
         empty = counts == 0
         if not cpu or bool(empty.any()):
             sums, counts = _relocate(xa, labels, dmin, sums, counts, empty)
         new = torch.where((counts > 0)[..., None], sums / counts.clamp(min=1)[..., None], ca)
-        stop = ((new - ca) ** 2).sum(dim=(1, 2)) <= tola
+        stop = ((new - ca) ** 2).sum(dim=(2, 3)) <= tola[:, None]
         if labels_old is not None:
-            stop |= (labels == labels_old).all(dim=1)
-        ca = torch.where(done[:, None, None], ca, new)
+            stop |= (labels == labels_old).all(dim=2)
+        ca = torch.where(done[:, :, None, None], ca, new)
         done = done | stop
         labels_old = labels
-        if (cpu or (it + 1) % _CHECK_EVERY == 0) and bool(done.any()):
-            out[act[done]] = ca[done]
-            keep = ~done
-            if not bool(keep.any()):
-                break
-            act, xa, xsa, ca, tola, labels_old = act[keep], xa[keep], xsa[keep], ca[keep], tola[keep], labels[keep]
-            done = done[keep]
+        if cpu or (it + 1) % _CHECK_EVERY == 0:
+            fin = done.all(dim=1)
+            if bool(fin.any()):
+                out[act[fin]] = ca[fin]
+                keep = ~fin
+                if not bool(keep.any()):
+                    break
+                act, xa, xsa, ca, tola = act[keep], xa[keep], xsa[keep], ca[keep], tola[keep]
+                labels_old, done = labels[keep], done[keep]
     else:
         out[act] = ca
-    labels = _assign(x, x_sq, out)[0]
-    res = x - out[torch.arange(b, device=x.device)[:, None], labels]  # exact residuals, not the expansion
-    return KMeansResult(labels, out, res.mul_(res).sum(dim=(1, 2)))
+    return out
 
 
 def kmeans_stack(x: Tensor, k: int, *, n_init: int = 1, seeds: Sequence[int] = (0,), init: Tensor | None = None,
@@ -165,15 +172,26 @@ def kmeans_stack(x: Tensor, k: int, *, n_init: int = 1, seeds: Sequence[int] = (
     if init is not None:
         init = init[:, None] if init.ndim == 3 else init
         runs = init.shape[1]
-        centers = (init - mean[:, None]).reshape(nl * runs, k, d)
+        centers = init - mean[:, None]
     else:
         runs = n_init
-    xr, xr_sq = (x, x_sq) if runs == 1 else (x.repeat_interleave(runs, dim=0), x_sq.repeat_interleave(runs, dim=0))
-    if init is None:
-        centers = _seed(xr, xr_sq, k, [torch.Generator(device=x.device).manual_seed(int(s)) for s in seeds], runs)
-    res = _lloyd(xr, xr_sq, centers, max_iter, (tol * var).repeat_interleave(runs))
-    best = res.inertia.view(nl, runs).argmin(dim=1) + torch.arange(nl, device=x.device) * runs
-    return KMeansResult(res.labels[best], res.centers[best] + mean, res.inertia[best])
+        xr, xr_sq = (x, x_sq) if runs == 1 else (x.repeat_interleave(runs, dim=0), x_sq.repeat_interleave(runs, dim=0))
+        gens = [torch.Generator(device=x.device).manual_seed(int(s)) for s in seeds]
+        centers = _seed(xr, xr_sq, k, gens, runs).view(nl, runs, k, d)
+        del xr, xr_sq
+    out = _lloyd(x, x_sq, centers, max_iter, tol * var)
+    labels = _assign(x, x_sq, out)[0]
+    ar = torch.arange(nl, device=x.device)
+    inertia = torch.stack([_inertia(x, out[:, j], labels[:, j]) for j in range(runs)], dim=1)
+    best = inertia.argmin(dim=1)
+    return KMeansResult(labels[ar, best], out[ar, best] + mean, inertia[ar, best])
+
+
+def _inertia(x: Tensor, centers: Tensor, labels: Tensor) -> Tensor:
+    """Summed squared distances (L,) of x (L, n, d) to their centres (L, k, d) by labels (L, n),
+    from the residuals (exact; the expansion would cancel)."""
+    res = x - centers[torch.arange(x.shape[0], device=x.device)[:, None], labels]
+    return res.mul_(res).sum(dim=(1, 2))
 
 
 def kmeans(
