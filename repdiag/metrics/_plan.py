@@ -6,7 +6,8 @@ and keeps it for the rest of the call: the finite check of the samples, the stan
 the labels mapped to ``0..k-1`` with class sizes, the class centroids, the per-class distance sums
 (silhouette's one pass over the distance blocks) and the k-means result. Before the plugins run,
 k-means is computed for every layer whose metrics declare ``"kmeans"``, batched over layers of
-equal shape. Nothing outlives the call except the recorder's :class:`KMeansMemory`.
+equal shape, and the distance sums of every layer whose metrics declare ``"distance_sums"``, in
+parallel over layers on the CPU (a thread per core, as ``torch.get_num_threads()`` allows). Nothing outlives the call except the recorder's :class:`KMeansMemory`.
 
 Which k-means figure is which. ``kmeans_purity`` and ``kmeans_nmi`` of a layer's *first* analysis
 in a recorder come from ``n_init`` k-means++ seedings (scikit-learn's procedure; equal to
@@ -35,7 +36,7 @@ from torch import Tensor
 from .._errors import NonFiniteError, RepdiagError, RepdiagWarning
 from .._validation import check_finite
 from ..functional import standardize
-from ..functional._clustering import centroids, cluster_distance_sums, undefined_reason
+from ..functional._clustering import centroids, cluster_distance_sums, cluster_distance_sums_many, undefined_reason
 from ..functional._kmeans import KMeansResult, kmeans_stack
 from ..functional._precision import metric_input
 from ..tables import MODEL_LAYER
@@ -235,6 +236,36 @@ def _prefetch_kmeans(metrics: Sequence[Metric], views: Sequence[LayerData], opts
             p.set_kmeans(kk, KMeansResult(res.labels[i], res.centers[i], res.inertia[i]))
 
 
+def _prefetch_distance_sums(metrics: Sequence[Metric], views: Sequence[LayerData],
+                            opts: Callable[[Metric], dict[str, Any]]) -> None:
+    """The per-class distance sums of every layer a metric declaring ``"distance_sums"`` will ask
+    for, computed together (in parallel over layers on the CPU). Layers whose pieces fail here,
+    or whose indices are undefined, are left to the plugins."""
+    todo: dict[tuple[int, bool], tuple[LayerPlan, Groups]] = {}
+    for m in metrics:
+        if m.scope != "layer" or "distance_sums" not in m.shares:
+            continue
+        std = bool(m.bound(opts(m)).get("standardize", False))
+        for v in views:
+            plan: LayerPlan = v.plan
+            if m.missing(v) is not None or ("distance_sums", std) in plan._pieces or (id(plan), std) in todo:
+                continue
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    g = plan.groups(std, m.name)
+            except RepdiagError:
+                continue
+            if g.why is None:
+                todo[(id(plan), std)] = (plan, g)
+    if not todo:
+        return
+    items = list(todo.items())
+    sums = cluster_distance_sums_many([(g.x, torch.nn.functional.one_hot(g.inverse, g.k)) for _, (_, g) in items])
+    for ((_, std), (plan, _)), s in zip(items, sums):
+        plan._pieces[("distance_sums", std)] = s
+
+
 def run_plan(data: Sequence[LayerData], metrics: Sequence[Metric], metric_options: Mapping[str, Mapping[str, Any]],
              *, model: Any, memory: KMeansMemory | None) -> tuple[list[Row], list[tuple[str, str, str]]]:
     """Rows of ``metrics`` on ``data`` through one plan, and the (metric, layer, reason) skipped."""
@@ -245,6 +276,8 @@ def run_plan(data: Sequence[LayerData], metrics: Sequence[Metric], metric_option
     labelled = [_labelled(d, memory) for d in full] if any("labels" in m.needs for m in metrics) else full
     _prefetch_kmeans([m for m in metrics if "labels" in m.needs], labelled, opts)
     _prefetch_kmeans([m for m in metrics if "labels" not in m.needs], full, opts)
+    _prefetch_distance_sums([m for m in metrics if "labels" in m.needs], labelled, opts)
+    _prefetch_distance_sums([m for m in metrics if "labels" not in m.needs], full, opts)
     rows: list[Row] = []
     skipped: list[tuple[str, str, str]] = []
     for m in metrics:
