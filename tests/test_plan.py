@@ -203,3 +203,20 @@ def test_distance_sums_of_many_layers_equal_each_alone(threads: int) -> None:
         assert s.dtype == torch.float64 and s.shape == (x.shape[0], 5)
         tol = 1e-6 if x.dtype == torch.float32 else 1e-12  # one BLAS thread or two: float32 products may round apart
         assert_close(s, cluster_distance_sums(x, oh), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_distance_sums_blocks_shared_among_threads_equal_one_thread(workers: int) -> None:
+    """One layer's blocks split among threads (each with sums of its own) give the one-thread sums,
+    duplicates (recomputed exactly) included."""
+    from repdiag.functional._clustering import _distance_sums_numpy
+
+    g = torch.Generator().manual_seed(5)
+    lab = torch.randint(0, 4, (900,), generator=g)
+    x = torch.randn(900, 6, generator=g) + lab[:, None]
+    x[100:120] = x[:20]  # duplicated rows: at distance exactly 0 in every block pair
+    oh = nn.functional.one_hot(lab, 4)
+    one = _distance_sums_numpy(x, oh, 128, 1)
+    assert_close(_distance_sums_numpy(x, oh, 128, workers), one, rtol=1e-6, atol=1e-6)
+    assert_close(_distance_sums_numpy(x.double(), oh, 128, workers), _distance_sums_numpy(x.double(), oh, 128, 1),
+                 rtol=1e-12, atol=1e-12)
