@@ -213,7 +213,8 @@ def _distance_sums_numpy(x: Tensor, onehot: Tensor, block: int | None, workers: 
 
     n = x.shape[0]
     block = _auto_block(n, 1024) if block is None else check_positive_int(block, "block")
-    xc = (x - x.mean(dim=0)).numpy()
+    xc = x.numpy()  # numpy only from here: this may run in a worker thread (no OpenMP team of its own)
+    xc = xc - xc.mean(axis=0, dtype=np.float64).astype(xc.dtype)
     sq = np.einsum("ij,ij->i", xc, xc)[:, None]
     one = np.ones_like(sq)
     left = np.concatenate([xc, sq, one], axis=1)
