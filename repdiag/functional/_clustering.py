@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .._errors import warn_undefined
 from .._validation import check_finite, check_labels, check_positive_int, check_samples
+from ._device import host_path
 from ._precision import metric_input
 
 __all__ = [
@@ -128,7 +129,7 @@ def cluster_distance_sums(x: Tensor, onehot: Tensor, *, block: int | None = None
     distance exactly 0. Memory is ``O(block^2 + n (d + k))``. ``x`` is centred first (distances are
     translation invariant, and the expansion loses less to cancellation near the origin).
     """
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+    if host_path(x) and x.dtype in (torch.float32, torch.float64):
         return _distance_sums_numpy(x, onehot, block)
     sums, over = _distance_sums(x, onehot, block, cap_per_block=4 * 4096)
     if bool(over > 0):  # more near-duplicates than the fixed budget

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .._errors import ConfigError, ShapeError, warn_undefined
 from .._validation import check_finite, check_labels, check_nonneg_float, check_positive_int, check_samples
+from ._device import host_path
 from ._precision import rescaled
 
 __all__ = [
@@ -110,7 +111,7 @@ def _lloyd(x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol: Tensor)
     finished run's centres stay fixed), so a batch costs the sum of its runs' iterations."""
     b, n, d = x.shape
     k = centers.shape[1]
-    cpu = x.device.type == "cpu"
+    cpu = host_path(x)
     out = centers.clone()
     act = torch.arange(b, device=x.device)
     xa, xsa, ca, tola = x, x_sq, centers, tol
