@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -101,15 +102,25 @@ class Sync:
     function: str  # the caller's function name
 
 
+# helpers that make a sync on behalf of their caller: the record names the caller instead
+_TRANSPARENT = {("_device.py", "fetch")}
+
+
 def _caller() -> tuple[str, str]:
     here = os.path.abspath(__file__)
     f = sys._getframe(2)
     while f is not None:
         path = os.path.abspath(f.f_code.co_filename)
-        if path != here and not path.startswith(_TORCH_DIR):
+        if path != here and not path.startswith(_TORCH_DIR) \
+                and (os.path.basename(path), f.f_code.co_name) not in _TRANSPARENT:
             return f"{os.path.relpath(path)}:{f.f_lineno}", f.f_code.co_name
         f = f.f_back  # type: ignore[assignment]
     return "?", "?"
+
+
+def _host_generator(kwargs: dict[str, Any]) -> bool:
+    g = kwargs.get("generator")
+    return isinstance(g, torch.Generator) and g.device.type == "cpu" and kwargs.get("device") in (None, "cpu")
 
 
 class SyncCounter(TorchFunctionMode):
@@ -118,14 +129,22 @@ class SyncCounter(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.syncs: list[Sync] = []
+        # tensors known to live on the host: the results of a counted copy to the host, and what a
+        # CPU generator drew; reading them is free (the copy was counted)
+        self._host: dict[int, weakref.ref[torch.Tensor]] = {}  # by id (tensors compare elementwise)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         kind = would_sync(func, args, kwargs)
-        if kind is not None:
+        first = args[0] if args else None
+        on_host = isinstance(first, torch.Tensor) and id(first) in self._host and self._host[id(first)]() is first
+        if kind is not None and not on_host:
             site, fn = _caller()
             self.syncs.append(Sync(kind, getattr(func, "__name__", str(func)), site, fn))
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and (kind == "copy to host" or _host_generator(kwargs)):
+            self._host[id(out)] = weakref.ref(out)
+        return out
 
     def count(self, *, exclude_functions: tuple[str, ...] = ()) -> int:
         """Syncs recorded, leaving out those made inside the named functions (by-design sites)."""

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from .._errors import warn_undefined
-from .._validation import check_finite, check_labels, check_positive_int, check_samples
-from ._device import host_path
-from ._precision import metric_input
+from .._validation import check_labels, check_positive_int, check_samples
+from ._device import host_path, label_codes
+from ._precision import checked_rescaled
 
 __all__ = [
     "silhouette_score",
@@ -28,23 +28,33 @@ __all__ = [
     "cluster_distance_sums",
 ]
 
-def prepare_groups(x: Any, labels: Any, name: str = "x") -> tuple[Tensor, Tensor, Tensor, int]:
-    """Validated samples, labels mapped to ``0..k-1``, cluster sizes and k."""
+def identical_rows(x: Tensor, rows: Tensor | None = None) -> Tensor:
+    """Whether every row of ``x`` (or every row where the bool ``rows`` is True) equals the first
+    such row: a 0-d bool tensor, no sync."""
+    if rows is None:
+        return (x == x[:1]).all()
+    first = x[rows.to(torch.int8).argmax()]  # the first selected row
+    return ((x == first) | ~rows[:, None]).all()
+
+
+def prepare_groups(x: Any, labels: Any, name: str = "x") -> tuple[Tensor, Tensor, Tensor, int, str | None]:
+    """Validated samples, labels mapped to ``0..k-1``, cluster sizes, k and why the indices are
+    undefined (None when defined). The finite check, the scale, the labels and the
+    all-identical flag reach the host in one transfer: a kernel's one host sync."""
     x = check_samples(x, "x")
-    check_finite(x, "x")
-    x = metric_input(x)  # half -> float32; magnitudes float32 cannot square -> a power-of-two rescale
-    lab = check_labels(labels, x.shape[0], device=x.device)
-    _, inverse, counts = torch.unique(lab, return_inverse=True, return_counts=True)
-    return x, inverse, counts, int(counts.numel())
+    lab = check_labels(labels, x.shape[0])  # stays where it is: only its host copy is needed
+    (x,), _, (host_lab, same) = checked_rescaled([(x, "x")], extra=[lab, identical_rows(x)])
+    inverse, counts, k = label_codes(host_lab, x.device)
+    return x, inverse, counts, k, undefined_reason(x.shape[0], k, bool(same[0]))
 
 
-def undefined_reason(x: Tensor, k: int) -> str | None:
-    n = x.shape[0]
+def undefined_reason(n: int, k: int, identical: bool) -> str | None:
+    """Why the cluster indices of ``n`` samples in ``k`` classes are undefined, or None."""
     if k < 2:
         return f"the labels hold {k} distinct class(es); at least 2 are needed"
     if k > n - 1:
         return f"{k} distinct labels for {n} samples; at most n - 1 = {n - 1} clusters are allowed"
-    if bool((x == x[:1]).all()):
+    if identical:
         return "all points are identical"
     return None
 
@@ -72,8 +82,13 @@ def standardize(x: Tensor) -> Tensor:
             [ 1.,  0.]])
     """
     x = check_samples(x, "x")
-    check_finite(x, "x")
-    x = metric_input(x)  # the result is scale invariant; 1e-30 or 1e20 inputs would under/overflow
+    # the result is scale invariant; 1e-30 or 1e20 inputs would under/overflow: a 2^k rescale
+    (x,), _, _ = checked_rescaled([(x, "x")])
+    return standardized(x)
+
+
+def standardized(x: Tensor) -> Tensor:
+    """:func:`standardize` of finite samples in the safe range, without checks (no sync)."""
     std, mean = torch.std_mean(x, dim=0, correction=0)
     std = torch.where(std > 0, std, torch.ones_like(std))
     return (x - mean) / std
@@ -129,12 +144,24 @@ def cluster_distance_sums(x: Tensor, onehot: Tensor, *, block: int | None = None
     distance exactly 0. Memory is ``O(block^2 + n (d + k))``. ``x`` is centred first (distances are
     translation invariant, and the expansion loses less to cancellation near the origin).
     """
-    if host_path(x) and x.dtype in (torch.float32, torch.float64):
-        return _distance_sums_numpy(x, onehot, block)
-    sums, over = _distance_sums(x, onehot, block, cap_per_block=4 * 4096)
-    if bool(over > 0):  # more near-duplicates than the fixed budget
-        sums, _ = _distance_sums(x, onehot, block, cap_per_block=None)
+    sums, over = distance_sums_capped(x, onehot, block=block)
+    if over is not None and bool(over > 0):  # more near-duplicates than the fixed budget (one sync)
+        sums = distance_sums_exact(x, onehot, block=block)
     return sums
+
+
+def distance_sums_capped(x: Tensor, onehot: Tensor, *, block: int | None = None) -> tuple[Tensor, Tensor | None]:
+    """:func:`cluster_distance_sums` without its host sync: the sums and, on an accelerator, the
+    number of near-duplicate pairs beyond the fixed budget (a 0-d tensor; where it is > 0 the sums
+    must be recomputed by :func:`distance_sums_exact`); None on the host path, which is exact."""
+    if host_path(x) and x.dtype in (torch.float32, torch.float64):
+        return _distance_sums_numpy(x, onehot, block), None
+    return _distance_sums(x, onehot, block, cap_per_block=4 * 4096)
+
+
+def distance_sums_exact(x: Tensor, onehot: Tensor, *, block: int | None = None) -> Tensor:
+    """The accelerator path of :func:`cluster_distance_sums` with no budget (syncs per block)."""
+    return _distance_sums(x, onehot, block, cap_per_block=None)[0]
 
 
 def _distance_sums(x: Tensor, onehot: Tensor, block: int | None, cap_per_block: int | None) -> tuple[Tensor, Tensor]:
@@ -259,8 +286,7 @@ def silhouette_samples(x: Tensor, labels: Tensor, *, block: int | None = None) -
     >>> silhouette_samples(x, torch.tensor([0, 0, 1, 1]))
     tensor([0.8182, 0.7778, 0.7778, 0.8182])
     """
-    x, inverse, counts, k = prepare_groups(x, labels)
-    why = undefined_reason(x, k)
+    x, inverse, counts, k, why = prepare_groups(x, labels)
     if why:
         warn_undefined("silhouette", why)
         return _nan(x, (x.shape[0],))
@@ -280,8 +306,7 @@ def silhouette_score(x: Tensor, labels: Tensor, *, block: int | None = None) -> 
     >>> silhouette_score(x, torch.tensor([0, 0, 1, 1]))
     tensor(0.7980)
     """
-    x, inverse, counts, k = prepare_groups(x, labels)
-    why = undefined_reason(x, k)
+    x, inverse, counts, k, why = prepare_groups(x, labels)
     if why:
         warn_undefined("silhouette", why)
         return _nan(x)
@@ -338,24 +363,35 @@ def davies_bouldin_score(x: Tensor, labels: Tensor) -> Tensor:
     >>> davies_bouldin_score(x, torch.tensor([0, 0, 1, 1]))
     tensor(0.2000)
     """
-    x, inverse, counts, k = prepare_groups(x, labels)
-    why = undefined_reason(x, k)
+    x, inverse, counts, k, why = prepare_groups(x, labels)
     if why:
         warn_undefined("Davies-Bouldin index", why)
         return _nan(x)
     return davies_bouldin_from(x, inverse, counts, centroids(x, inverse, counts, k))
 
 
+CH_ZERO_W = "the within-cluster dispersion is zero"
+
+
 def calinski_harabasz_from(x: Tensor, inverse: Tensor, counts: Tensor, cent: Tensor) -> Tensor:
     """Calinski–Harabasz index from labels ``inverse``, sizes ``counts`` and centroids ``cent`` on a
-    defined case; NaN with a RepdiagWarning when the within-cluster dispersion is 0."""
+    defined case; NaN with a RepdiagWarning when the within-cluster dispersion is 0 (the one host
+    sync)."""
+    value, zero_w = calinski_harabasz_parts(x, inverse, counts, cent)
+    if bool(zero_w):
+        warn_undefined("Calinski-Harabasz index", CH_ZERO_W)
+    return value
+
+
+def calinski_harabasz_parts(x: Tensor, inverse: Tensor, counts: Tensor, cent: Tensor) -> tuple[Tensor, Tensor]:
+    """The index (NaN where the within-cluster dispersion W is 0) and the 0-d bool ``W == 0``, no
+    sync: the caller warns (:data:`CH_ZERO_W`) when the flag turns out True."""
     n, k = x.shape[0], cent.shape[0]
     extra = (counts.to(x.dtype) * ((cent - x.mean(dim=0)) ** 2).sum(dim=1)).sum()
     intra = ((x - cent[inverse]) ** 2).sum()
-    if float(intra) == 0.0:
-        warn_undefined("Calinski-Harabasz index", "the within-cluster dispersion is zero")
-        return _nan(x)
-    return extra * (n - k) / (intra * (k - 1.0))
+    zero_w = intra == 0
+    value = extra * (n - k) / (intra * (k - 1.0))
+    return torch.where(zero_w, torch.full_like(value, float("nan")), value), zero_w
 
 
 def calinski_harabasz_score(x: Tensor, labels: Tensor) -> Tensor:
@@ -386,8 +422,7 @@ def calinski_harabasz_score(x: Tensor, labels: Tensor) -> Tensor:
     >>> calinski_harabasz_score(x, torch.tensor([0, 0, 1, 1]))
     tensor(50.)
     """
-    x, inverse, counts, k = prepare_groups(x, labels)
-    why = undefined_reason(x, k)
+    x, inverse, counts, k, why = prepare_groups(x, labels)
     if why:
         warn_undefined("Calinski-Harabasz index", why)
         return _nan(x)
