@@ -118,6 +118,12 @@ def _caller() -> tuple[str, str]:
     return "?", "?"
 
 
+def _from_host_data(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """A tensor made on the host from host data (``torch.as_tensor(numpy_array)``)."""
+    return func in (torch.as_tensor, torch.tensor, torch.asarray) and bool(args) \
+        and not isinstance(args[0], torch.Tensor) and kwargs.get("device") in (None, "cpu")
+
+
 def _host_generator(kwargs: dict[str, Any]) -> bool:
     g = kwargs.get("generator")
     return isinstance(g, torch.Generator) and g.device.type == "cpu" and kwargs.get("device") in (None, "cpu")
@@ -129,22 +135,36 @@ class SyncCounter(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.syncs: list[Sync] = []
-        # tensors known to live on the host: the results of a counted copy to the host, and what a
-        # CPU generator drew; reading them is free (the copy was counted)
+        # tensors known to live on the host: the results of a counted copy to the host, of
+        # torch.as_tensor of host data and of CPU generators, and what is computed from such tensors alone;
+        # reading them is free (the copy was counted)
         self._host: dict[int, weakref.ref[torch.Tensor]] = {}  # by id (tensors compare elementwise)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         kind = would_sync(func, args, kwargs)
         first = args[0] if args else None
-        on_host = isinstance(first, torch.Tensor) and id(first) in self._host and self._host[id(first)]() is first
+        on_host = isinstance(first, torch.Tensor) and self._is_host(first)
         if kind is not None and not on_host:
             site, fn = _caller()
             self.syncs.append(Sync(kind, getattr(func, "__name__", str(func)), site, fn))
         out = func(*args, **kwargs)
-        if isinstance(out, torch.Tensor) and (kind == "copy to host" or _host_generator(kwargs)):
-            self._host[id(out)] = weakref.ref(out)
+        if kind == "copy to host" and out is first:
+            # on a CPU tensor the copy returns the tensor itself; on CUDA it is a new host tensor
+            # (the original stays on the device): an alias stands for it
+            out = first.view_as(first)
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        host = kind == "copy to host" or _host_generator(kwargs) or _from_host_data(func, args, kwargs) \
+            or (bool(tensors) and all(self._is_host(t) for t in tensors))
+        if host:  # what is computed from host tensors alone is on the host too
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self._host[id(t)] = weakref.ref(t)
         return out
+
+    def _is_host(self, t: torch.Tensor) -> bool:
+        ref = self._host.get(id(t))
+        return ref is not None and ref() is t
 
     def count(self, *, exclude_functions: tuple[str, ...] = ()) -> int:
         """Syncs recorded, leaving out those made inside the named functions (by-design sites)."""

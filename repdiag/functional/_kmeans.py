@@ -272,7 +272,7 @@ def _host_contingency(a: np.ndarray, b: np.ndarray) -> Tensor:
     _, ib = np.unique(b, return_inverse=True)
     ia, ib = ia.reshape(-1), ib.reshape(-1)
     ka, kb = int(ia.max()) + 1, int(ib.max()) + 1
-    return torch.from_numpy(np.bincount(ia * kb + ib, minlength=ka * kb).reshape(ka, kb).astype(np.float64))
+    return torch.as_tensor(np.bincount(ia * kb + ib, minlength=ka * kb).reshape(ka, kb).astype(np.float64))
 
 
 def _pair(labels_true: Any, labels_pred: Any) -> tuple[Tensor, Tensor]:
