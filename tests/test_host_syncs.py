@@ -181,7 +181,7 @@ def _recorder(layers: int, n: int = 400, unlabelled: bool = False, device: str =
 def _table(rec: repdiag.Recorder) -> dict[tuple[str, str], float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t = rec.table()
+        t: Any = rec.table()
     return {(r.layer, r.metric): float(r.value) for r in t.itertuples()}
 
 

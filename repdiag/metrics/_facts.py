@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..functional._clustering import identical_rows
+from ..functional._labelled import identical_rows
 from ..functional._device import fetch
 from ..functional._precision import _max_abs, compute_dtype
 from .._validation import nonfinite_count
