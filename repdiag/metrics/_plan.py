@@ -8,6 +8,13 @@ the labels mapped to ``0..k-1`` with class sizes, the class centroids, the per-c
 k-means is computed for every layer whose metrics declare ``"kmeans"``, batched over layers of
 equal shape. Nothing outlives the call except the recorder's :class:`KMeansMemory`.
 
+Host syncs (docs/metrics.md). What the host must decide on (finite checks, scales, labels, the
+all-identical flag) is fetched for every layer in one transfer first (``_facts.py``); on an
+accelerator the distance sums' near-duplicate budgets of all layers are read in one more; the
+plugins then yield 0-d tensors, brought to the host together by :func:`settle_rows`. So the
+number of syncs of a call does not grow with the number of layers (k-means convergence checks
+aside).
+
 Which k-means figure is which. ``kmeans_purity`` and ``kmeans_nmi`` of a layer's *first* analysis
 in a recorder come from ``n_init`` k-means++ seedings (scikit-learn's procedure; equal to
 ``repdiag.functional.kmeans(x, k, n_init=n_init, seed=seed)``). Every *later* analysis of that
