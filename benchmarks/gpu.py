@@ -11,7 +11,8 @@ time, blocked silhouette against its matmul floor, and the CUDA-only tests.
 3. ``silhouette_score`` at n = 100,000, d = 512 (distance blocks of at most 4,096 rows) against
    the floor: the same ``n x n x d`` product ``x @ x.T`` formed in blocks of the same rows.
 4. ``pytest -k cuda tests/`` (the tests parametrised over the CUDA device, and the sync-debug
-   test), when the device is CUDA.
+   tests: no sync in the hooked forward, ``tests/test_capture.py``; ``table()``'s syncs do not
+   grow with the number of layers, ``tests/test_host_syncs.py``), when the device is CUDA.
 
 ``--device cpu`` is a smoke mode: small sizes, a few repeats, under a minute; it checks the script
 runs, its figures mean nothing.

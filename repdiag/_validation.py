@@ -24,6 +24,8 @@ __all__ = [
     "check_nonneg_float",
     "check_choice",
     "check_finite",
+    "nonfinite_count",
+    "raise_nonfinite",
     "describe",
     "check_seed",
     "check_attach_args",
@@ -126,8 +128,22 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
 
 
 def check_finite(x: Tensor, what: str) -> None:
-    """Raise :class:`NonFiniteError` if ``x`` holds NaN or Inf (this synchronises; call outside hooks)."""
-    bad = int((~torch.isfinite(x)).sum())
+    """Raise :class:`NonFiniteError` if ``x`` holds NaN or Inf (this synchronises; call outside hooks).
+
+    Code that checks several tensors, or has other values to bring to the host, counts with
+    :func:`nonfinite_count` and raises with :func:`raise_nonfinite` after one transfer."""
+    raise_nonfinite(int(nonfinite_count(x)), x, what)
+
+
+def nonfinite_count(x: Tensor) -> Tensor:
+    """The number of NaN and Inf entries of ``x``, a 0-d int64 tensor on its device (no sync)."""
+    if not (x.is_floating_point() or x.is_complex()):
+        return torch.zeros((), dtype=torch.int64, device=x.device)
+    return (~torch.isfinite(x)).sum()
+
+
+def raise_nonfinite(bad: int, x: Tensor, what: str) -> None:
+    """:func:`check_finite`'s error for ``bad`` non-finite entries of ``x`` (nothing when 0)."""
     if bad:
         raise NonFiniteError(
             f"{what} holds {bad} non-finite value(s) (NaN or Inf) out of {x.numel()}; the metric needs finite "

@@ -14,7 +14,7 @@ from torch import nn
 from .._errors import RepdiagWarning
 from .._layers import module_layers, run_depths
 from ..metrics._plan import KMeansMemory, run_plan
-from ..metrics._registry import LayerData, Metric, Row
+from ..metrics._registry import LayerData, Metric, Row, settle_rows
 from ..tables import MODEL_LAYER, make_table
 from ._hooks import HookedLayer
 
@@ -65,8 +65,8 @@ def finish_rows(rows: Iterable[Row], *, run: str | None, step: int | None, model
     ``depth`` unique per layer (``depths``, from :func:`depth_order`) and ``value`` a float
     (``None`` -> NaN)."""
     out = []
-    for r in rows:
-        r = dict(r)
+    # values still on a device (rows that did not come through run_plan): one transfer for all
+    for r in settle_rows([dict(r) for r in rows]):
         r.setdefault("run", run)
         r.setdefault("step", step)
         r.setdefault("layer", MODEL_LAYER)

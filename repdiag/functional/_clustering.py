@@ -9,14 +9,14 @@ blocks of the upper triangle of the distance matrix (it is symmetric), so memory
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from .._errors import warn_undefined
-from .._validation import check_finite, check_labels, check_positive_int, check_samples
-from ._precision import metric_input
+from .._validation import check_positive_int, check_samples
+from ._device import fetch, host_path
+from ._labelled import identical_rows, prepare_groups, undefined_reason  # noqa: F401 - re-exported
+from ._precision import checked_rescaled
 
 __all__ = [
     "silhouette_score",
@@ -26,27 +26,6 @@ __all__ = [
     "standardize",
     "cluster_distance_sums",
 ]
-
-def prepare_groups(x: Any, labels: Any, name: str = "x") -> tuple[Tensor, Tensor, Tensor, int]:
-    """Validated samples, labels mapped to ``0..k-1``, cluster sizes and k."""
-    x = check_samples(x, "x")
-    check_finite(x, "x")
-    x = metric_input(x)  # half -> float32; magnitudes float32 cannot square -> a power-of-two rescale
-    lab = check_labels(labels, x.shape[0], device=x.device)
-    _, inverse, counts = torch.unique(lab, return_inverse=True, return_counts=True)
-    return x, inverse, counts, int(counts.numel())
-
-
-def undefined_reason(x: Tensor, k: int) -> str | None:
-    n = x.shape[0]
-    if k < 2:
-        return f"the labels hold {k} distinct class(es); at least 2 are needed"
-    if k > n - 1:
-        return f"{k} distinct labels for {n} samples; at most n - 1 = {n - 1} clusters are allowed"
-    if bool((x == x[:1]).all()):
-        return "all points are identical"
-    return None
-
 
 def _nan(x: Tensor, shape: tuple[int, ...] = ()) -> Tensor:
     return torch.full(shape, float("nan"), dtype=x.dtype, device=x.device)
@@ -71,8 +50,13 @@ def standardize(x: Tensor) -> Tensor:
             [ 1.,  0.]])
     """
     x = check_samples(x, "x")
-    check_finite(x, "x")
-    x = metric_input(x)  # the result is scale invariant; 1e-30 or 1e20 inputs would under/overflow
+    # the result is scale invariant; 1e-30 or 1e20 inputs would under/overflow: a 2^k rescale
+    (x,), _, _ = checked_rescaled([(x, "x")])
+    return standardized(x)
+
+
+def standardized(x: Tensor) -> Tensor:
+    """:func:`standardize` of finite samples in the safe range, without checks (no sync)."""
     std, mean = torch.std_mean(x, dim=0, correction=0)
     std = torch.where(std > 0, std, torch.ones_like(std))
     return (x - mean) / std
@@ -131,12 +115,24 @@ def cluster_distance_sums(x: Tensor, onehot: Tensor, *, block: int | None = None
     distance exactly 0. Memory is ``O(block^2 + n (d + k))``. ``x`` is centred first (distances are
     translation invariant, and the expansion loses less to cancellation near the origin).
     """
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        return _distance_sums_numpy(x, onehot, block, workers=None)
-    sums, over = _distance_sums(x, onehot, block, cap_per_block=4 * 4096)
-    if bool(over > 0):  # more near-duplicates than the fixed budget
-        sums, _ = _distance_sums(x, onehot, block, cap_per_block=None)
+    sums, over = distance_sums_capped(x, onehot, block=block)
+    if over is not None and bool(over > 0):  # more near-duplicates than the fixed budget (one sync)
+        sums = distance_sums_exact(x, onehot, block=block)
     return sums
+
+
+def distance_sums_capped(x: Tensor, onehot: Tensor, *, block: int | None = None) -> tuple[Tensor, Tensor | None]:
+    """:func:`cluster_distance_sums` without its host sync: the sums and, on an accelerator, the
+    number of near-duplicate pairs beyond the fixed budget (a 0-d tensor; where it is > 0 the sums
+    must be recomputed by :func:`distance_sums_exact`); None on the host path, which is exact."""
+    if host_path(x) and x.dtype in (torch.float32, torch.float64):
+        return _distance_sums_numpy(x, onehot, block, workers=None), None
+    return _distance_sums(x, onehot, block, cap_per_block=4 * 4096)
+
+
+def distance_sums_exact(x: Tensor, onehot: Tensor, *, block: int | None = None) -> Tensor:
+    """The accelerator path of :func:`cluster_distance_sums` with no budget (syncs per block)."""
+    return _distance_sums(x, onehot, block, cap_per_block=None)[0]
 
 
 def host_workers(n_tasks: int) -> int:
@@ -151,24 +147,33 @@ def host_workers(n_tasks: int) -> int:
 def cluster_distance_sums_many(items: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
     """:func:`cluster_distance_sums` of several ``(x, onehot)`` pairs (the layers of a table).
 
-    On the CPU the pairs run in parallel, one thread and one BLAS thread each: numpy releases the
-    GIL in its products and ufuncs, and the passes over each block (row minimum, square root) are
-    single-threaded in numpy, so a layer per core beats every core on one layer (20 layers of
+    On the host path the pairs run in parallel, one thread and one BLAS thread each: numpy releases
+    the GIL in its products and ufuncs, and the passes over each block (row minimum, square root)
+    are single-threaded in numpy, so a layer per core beats every core on one layer (20 layers of
     4096 x 64 on 2 cores: 0.63 s against 1.15 s). Results are those of the serial calls up to the
-    rounding of float32 products (a BLAS on one thread may split a product differently)."""
-    host = [i for i, (x, _) in enumerate(items) if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)]
+    rounding of float32 products (a BLAS on one thread may split a product differently). On an
+    accelerator the near-duplicate budgets of all pairs are read in one host sync; the pairs over
+    budget are recomputed exactly."""
+    host = [i for i, (x, _) in enumerate(items) if host_path(x) and x.dtype in (torch.float32, torch.float64)]
+    out: list[Tensor | None] = [None] * len(items)
     workers = host_workers(len(host))
     if workers < 2:
-        return [cluster_distance_sums(x, oh) for x, oh in items]
-    from concurrent.futures import ThreadPoolExecutor
+        for i in host:
+            out[i] = _distance_sums_numpy(*items[i], None, workers=None)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
 
-    from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits
 
-    out: list[Tensor | None] = [None] * len(items)
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        for i, res in zip(host, pool.map(lambda i: _distance_sums_numpy(*items[i], None, 1), host)):
-            out[i] = res
-    return [r if r is not None else cluster_distance_sums(*items[i]) for i, r in enumerate(out)]
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            for i, res in zip(host, pool.map(lambda i: _distance_sums_numpy(*items[i], None, 1), host)):
+                out[i] = res
+    rest = [i for i in range(len(items)) if out[i] is None]
+    capped = [_distance_sums(*items[i], None, cap_per_block=4 * 4096) for i in rest]
+    if rest:
+        for i, (sums, _), over in zip(rest, capped, fetch(torch.stack([o.reshape(()) for _, o in capped]))[0]):
+            out[i] = distance_sums_exact(*items[i]) if over > 0 else sums
+    return [r for r in out if r is not None]
 
 
 def _distance_sums(x: Tensor, onehot: Tensor, block: int | None, cap_per_block: int | None) -> tuple[Tensor, Tensor]:
@@ -311,8 +316,7 @@ def silhouette_samples(x: Tensor, labels: Tensor, *, block: int | None = None) -
     >>> silhouette_samples(x, torch.tensor([0, 0, 1, 1]))
     tensor([0.8182, 0.7778, 0.7778, 0.8182])
     """
-    x, inverse, counts, k = prepare_groups(x, labels)
-    why = undefined_reason(x, k)
+    x, inverse, counts, k, why = prepare_groups(x, labels)
     if why:
         warn_undefined("silhouette", why)
         return _nan(x, (x.shape[0],))
@@ -332,8 +336,7 @@ def silhouette_score(x: Tensor, labels: Tensor, *, block: int | None = None) -> 
     >>> silhouette_score(x, torch.tensor([0, 0, 1, 1]))
     tensor(0.7980)
     """
-    x, inverse, counts, k = prepare_groups(x, labels)
-    why = undefined_reason(x, k)
+    x, inverse, counts, k, why = prepare_groups(x, labels)
     if why:
         warn_undefined("silhouette", why)
         return _nan(x)
@@ -390,24 +393,35 @@ def davies_bouldin_score(x: Tensor, labels: Tensor) -> Tensor:
     >>> davies_bouldin_score(x, torch.tensor([0, 0, 1, 1]))
     tensor(0.2000)
     """
-    x, inverse, counts, k = prepare_groups(x, labels)
-    why = undefined_reason(x, k)
+    x, inverse, counts, k, why = prepare_groups(x, labels)
     if why:
         warn_undefined("Davies-Bouldin index", why)
         return _nan(x)
     return davies_bouldin_from(x, inverse, counts, centroids(x, inverse, counts, k))
 
 
+CH_ZERO_W = "the within-cluster dispersion is zero"
+
+
 def calinski_harabasz_from(x: Tensor, inverse: Tensor, counts: Tensor, cent: Tensor) -> Tensor:
     """Calinski–Harabasz index from labels ``inverse``, sizes ``counts`` and centroids ``cent`` on a
-    defined case; NaN with a RepdiagWarning when the within-cluster dispersion is 0."""
+    defined case; NaN with a RepdiagWarning when the within-cluster dispersion is 0 (the one host
+    sync)."""
+    value, zero_w = calinski_harabasz_parts(x, inverse, counts, cent)
+    if bool(zero_w):
+        warn_undefined("Calinski-Harabasz index", CH_ZERO_W)
+    return value
+
+
+def calinski_harabasz_parts(x: Tensor, inverse: Tensor, counts: Tensor, cent: Tensor) -> tuple[Tensor, Tensor]:
+    """The index (NaN where the within-cluster dispersion W is 0) and the 0-d bool ``W == 0``, no
+    sync: the caller warns (:data:`CH_ZERO_W`) when the flag turns out True."""
     n, k = x.shape[0], cent.shape[0]
     extra = (counts.to(x.dtype) * ((cent - x.mean(dim=0)) ** 2).sum(dim=1)).sum()
     intra = ((x - cent[inverse]) ** 2).sum()
-    if float(intra) == 0.0:
-        warn_undefined("Calinski-Harabasz index", "the within-cluster dispersion is zero")
-        return _nan(x)
-    return extra * (n - k) / (intra * (k - 1.0))
+    zero_w = intra == 0
+    value = extra * (n - k) / (intra * (k - 1.0))
+    return torch.where(zero_w, torch.full_like(value, float("nan")), value), zero_w
 
 
 def calinski_harabasz_score(x: Tensor, labels: Tensor) -> Tensor:
@@ -438,8 +452,7 @@ def calinski_harabasz_score(x: Tensor, labels: Tensor) -> Tensor:
     >>> calinski_harabasz_score(x, torch.tensor([0, 0, 1, 1]))
     tensor(50.)
     """
-    x, inverse, counts, k = prepare_groups(x, labels)
-    why = undefined_reason(x, k)
+    x, inverse, counts, k, why = prepare_groups(x, labels)
     if why:
         warn_undefined("Calinski-Harabasz index", why)
         return _nan(x)

@@ -1,4 +1,5 @@
-"""k-means (greedy k-means++ seeding, Lloyd iterations) and agreement of clusters with labels.
+"""k-means (greedy k-means++ seeding, Lloyd iterations); agreement of clusters with labels lives in
+``_agreement.py`` (re-exported here).
 
 Everything runs on the input's device with a private generator (the global RNG is untouched).
 The algorithm follows ``sklearn.cluster.KMeans(algorithm="lloyd")`` step for step, so from the same
@@ -9,14 +10,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from .._errors import ConfigError, ShapeError, warn_undefined
-from .._validation import check_finite, check_labels, check_nonneg_float, check_positive_int, check_samples
-from ._precision import rescaled
+from .._errors import ConfigError, ShapeError
+from .._validation import check_nonneg_float, check_positive_int, check_samples
+from ._agreement import (  # noqa: F401 - re-exported: they lived here
+    contingency,
+    nearest_centroid_accuracy,
+    nearest_centroid_codes,
+    nmi_from_contingency,
+    normalized_mutual_info,
+    purity,
+    purity_from_contingency,
+    split_host,
+    stratified_split,
+)
+from ._device import fetch, host_path
+from ._precision import checked_rescaled
 
 __all__ = [
     "KMeansResult",
@@ -115,7 +128,7 @@ def _lloyd(x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol: Tensor)
     iterations)."""
     nl, r, k, d = centers.shape
     n = x.shape[1]
-    cpu = x.device.type == "cpu"
+    cpu = host_path(x)
     out = centers.clone()
     act = torch.arange(nl, device=x.device)
     xa, xsa, ca, tola = x, x_sq, centers, tol
@@ -140,12 +153,18 @@ def _lloyd(x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol: Tensor)
         done = done | stop
         labels_old = labels
         if cpu or (it + 1) % _CHECK_EVERY == 0:
+            # the convergence check: how many sets have all their runs finished (on an accelerator
+            # the loop's one host sync, every 8 iterations); they leave the batch by index, built on
+            # the device
             fin = done.all(dim=1)
-            if bool(fin.any()):
-                out[act[fin]] = ca[fin]
-                keep = ~fin
-                if not bool(keep.any()):
-                    break
+            n_fin = int(fetch(fin.sum())[0][0])
+            if n_fin == fin.shape[0]:
+                out[act] = ca
+                break
+            if n_fin:
+                gone = torch.nonzero_static(fin, size=n_fin).flatten()
+                keep = torch.nonzero_static(~fin, size=fin.shape[0] - n_fin).flatten()
+                out[act[gone]] = ca[gone]
                 act, xa, xsa, ca, tola = act[keep], xa[keep], xsa[keep], ca[keep], tola[keep]
                 labels_old, done = labels[keep], done[keep]
     else:
@@ -246,7 +265,6 @@ def kmeans(
     (tensor([0, 0, 1, 1]), tensor([ 0.2500, 10.2500]), tensor(0.2500))
     """
     x = check_samples(x, "x")
-    check_finite(x, "x")
     k = check_positive_int(k, "k")
     n_init = check_positive_int(n_init, "n_init")
     max_iter = check_positive_int(max_iter, "max_iter")
@@ -258,136 +276,13 @@ def kmeans(
         init = check_samples(init, "init").to(device=x.device, dtype=x.dtype)
         if init.shape != (k, x.shape[1]):
             raise ShapeError(f"init must have shape (k, n_features) = {(k, x.shape[1])}; got {tuple(init.shape)}.")
-        check_finite(init, "init")
-    # half -> float32, and magnitudes whose squares float32 cannot hold rescaled by a power of two
-    # (exact; the labels are those of x, centres and inertia are scaled back)
-    (x, *rest), s = rescaled(x, *([] if init is None else [init]))
+    # finite inputs (one host sync with the scale); half -> float32, and magnitudes whose squares
+    # float32 cannot hold rescaled by a power of two (exact; the labels are those of x, centres
+    # and inertia are scaled back)
+    (x, *rest), s, _ = checked_rescaled([(x, "x")] + ([] if init is None else [(init, "init")]))
     res = kmeans_stack(x[None], k, n_init=n_init, seeds=[seed], init=rest[0][None] if rest else None,
                        max_iter=max_iter, tol=tol)
     if s == 1.0:
         return KMeansResult(res.labels[0], res.centers[0], res.inertia[0])
     inertia = (res.inertia[0].to(torch.float64) * (s * s)).to(x.dtype)  # inf where x.dtype cannot hold it
     return KMeansResult(res.labels[0], res.centers[0] * s, inertia)
-
-
-def _contingency(a: Tensor, b: Tensor) -> Tensor:
-    _, ia = torch.unique(a, return_inverse=True)
-    _, ib = torch.unique(b, return_inverse=True)
-    ka, kb = int(ia.max()) + 1, int(ib.max()) + 1
-    return torch.bincount(ia * kb + ib, minlength=ka * kb).reshape(ka, kb).to(torch.float64)
-
-
-def _pair(labels_true: Any, labels_pred: Any) -> tuple[Tensor, Tensor]:
-    t = check_labels(labels_true, len(labels_true), "labels_true")
-    p = check_labels(labels_pred, t.shape[0], "labels_pred", device=t.device)
-    if t.shape[0] == 0:
-        raise ShapeError("labels_true must hold at least one label; got none.")
-    return t, p
-
-
-def normalized_mutual_info(labels_true: Tensor, labels_pred: Tensor) -> Tensor:
-    """Normalised mutual information with arithmetic-mean normalisation.
-
-    ``NMI = I(U; V) / ((H(U) + H(V)) / 2)`` from the contingency table of the two labelings
-    (natural logarithms; the base cancels). 1 when both labelings are a single cluster, 0 when the
-    mutual information is 0. Returns a 0-d float64 tensor on the labels' device. Equals
-    ``sklearn.metrics.normalized_mutual_info_score``.
-
-    References
-    ----------
-    Vinh, Epps, Bailey, "Information theoretic measures for clusterings comparison", JMLR 11 (2010).
-
-    Examples
-    --------
-    >>> normalized_mutual_info(torch.tensor([0, 0, 1, 1]), torch.tensor([1, 1, 0, 0]))
-    tensor(1., dtype=torch.float64)
-    """
-    t, p = _pair(labels_true, labels_pred)
-    c = _contingency(t, p)
-    ka, kb = c.shape
-    if ka == kb == 1:
-        return torch.ones((), dtype=torch.float64, device=t.device)
-    n = c.sum()
-    pij = c / n
-    pi, pj = pij.sum(dim=1), pij.sum(dim=0)
-    nz = pij > 0
-    mi = (pij[nz] * (pij[nz].log() - (pi[:, None] * pj[None, :])[nz].log())).sum().clamp(min=0)
-    if float(mi) == 0.0:
-        return torch.zeros((), dtype=torch.float64, device=t.device)
-    h = -(pi[pi > 0] * pi[pi > 0].log()).sum() - (pj[pj > 0] * pj[pj > 0].log()).sum()
-    return mi / (h / 2)
-
-
-def purity(labels_true: Tensor, labels_pred: Tensor) -> Tensor:
-    """Cluster purity: ``(1/n) sum_clusters max_class |cluster & class|``, in ``[0, 1]``.
-
-    Returns a 0-d float64 tensor. Reaches 1 when each cluster holds one class (trivially so with
-    one cluster per sample), so read it beside NMI.
-
-    References
-    ----------
-    Manning, Raghavan, Schütze, *Introduction to Information Retrieval* (2008), §16.3.
-
-    Examples
-    --------
-    >>> purity(torch.tensor([0, 0, 1, 1, 1]), torch.tensor([0, 0, 0, 1, 1]))
-    tensor(0.8000, dtype=torch.float64)
-    """
-    t, p = _pair(labels_true, labels_pred)
-    c = _contingency(p, t)  # (clusters, classes)
-    return c.max(dim=1).values.sum() / c.sum()
-
-
-def stratified_split(labels: Tensor, test_fraction: float = 0.25, *, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Indices ``(train, test)`` holding out ``round(test_fraction * n_c)`` samples of each class c
-    (at least one stays in training), chosen with a private generator."""
-    lab = check_labels(labels, len(labels))
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"test_fraction must be in (0, 1); got {test_fraction!r}.")
-    gen = torch.Generator().manual_seed(int(seed))
-    cpu = lab.cpu()
-    train, test = [], []
-    for c in torch.unique(cpu).tolist():
-        idx = (cpu == c).nonzero().flatten()
-        idx = idx[torch.randperm(idx.numel(), generator=gen)]
-        m = min(round(idx.numel() * test_fraction), idx.numel() - 1)
-        test.append(idx[:m])
-        train.append(idx[m:])
-    return torch.cat(train).sort().values.to(lab.device), torch.cat(test).sort().values.to(lab.device)
-
-
-def nearest_centroid_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor) -> Tensor:
-    """Accuracy of the nearest-class-centroid classifier fitted on ``(x_train, y_train)``.
-
-    Each test sample gets the class whose training centroid is nearest (Euclidean; ties to the
-    smaller class label). Returns a 0-d tensor in ``x_test``'s dtype and device; NaN with a
-    RepdiagWarning when the training set holds fewer than 2 classes or the test set is empty.
-    Equals ``sklearn.neighbors.NearestCentroid().fit(...).score(...)``.
-
-    Examples
-    --------
-    >>> xtr, ytr = torch.tensor([[0.0], [1.0], [9.0], [10.0]]), torch.tensor([0, 0, 1, 1])
-    >>> nearest_centroid_accuracy(xtr, ytr, torch.tensor([[2.0], [6.0]]), torch.tensor([0, 0]))
-    tensor(0.5000)
-    """
-    xtr = check_samples(x_train, "x_train")
-    xte = check_samples(x_test, "x_test", min_samples=0)
-    if xtr.shape[1] != xte.shape[1]:
-        raise ShapeError(f"x_train and x_test must have the same number of features; got {xtr.shape[1]} and "
-                         f"{xte.shape[1]}.")
-    check_finite(xtr, "x_train")
-    check_finite(xte, "x_test")
-    (xtr, xte), _ = rescaled(xtr, xte)  # one common scale: the nearest centroid does not change
-    ytr = check_labels(y_train, xtr.shape[0], "y_train", device=xtr.device)
-    yte = check_labels(y_test, xte.shape[0], "y_test", device=xte.device)
-    classes, inv = torch.unique(ytr, return_inverse=True)
-    if classes.numel() < 2 or xte.shape[0] == 0:
-        warn_undefined("nearest-centroid accuracy", "the training split holds fewer than 2 classes"
-                       if classes.numel() < 2 else "the test split is empty")
-        return torch.full((), float("nan"), dtype=xte.dtype, device=xte.device)
-    k = classes.numel()
-    cnt = torch.bincount(inv, minlength=k).to(xtr.dtype)
-    cent = torch.zeros((k, xtr.shape[1]), dtype=xtr.dtype, device=xtr.device).index_add_(0, inv, xtr) / cnt[:, None]
-    d = torch.cdist(xte, cent.to(xte.device, xte.dtype), compute_mode="donot_use_mm_for_euclid_dist")
-    pred = classes.to(xte.device)[d.argmin(dim=1)]
-    return (pred == yte).to(xte.dtype).mean()

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from .._errors import ShapeError
 from .._validation import check_positive_int
+from ._device import host_path
 from ._ot_inputs import check_p, check_pair, check_result, check_weights
 from ._precision import rescaled
 
@@ -22,7 +23,7 @@ __all__ = ["wasserstein_1d", "sliced_wasserstein"]
 def _sorted_columns(x: Tensor) -> Tensor:
     """Each column of ``x`` sorted. On CPU (no autograd) NumPy's SIMD sort is several times faster
     than ``torch.sort``; elsewhere ``torch.sort``."""
-    if x.device.type == "cpu" and not x.requires_grad and x.dtype in (torch.float32, torch.float64):
+    if host_path(x) and not x.requires_grad and x.dtype in (torch.float32, torch.float64):
         import numpy as np
 
         return torch.from_numpy(np.sort(x.numpy(), axis=0))

@@ -7,7 +7,15 @@ the labels mapped to ``0..k-1`` with class sizes, the class centroids, the per-c
 (silhouette's one pass over the distance blocks) and the k-means result. Before the plugins run,
 k-means is computed for every layer whose metrics declare ``"kmeans"``, batched over layers of
 equal shape, and the distance sums of every layer whose metrics declare ``"distance_sums"``, in
-parallel over layers on the CPU (a thread per core, as ``torch.get_num_threads()`` allows). Nothing outlives the call except the recorder's :class:`KMeansMemory`.
+parallel over layers on the CPU (a thread per core, as ``torch.get_num_threads()`` allows).
+Nothing outlives the call except the recorder's :class:`KMeansMemory`.
+
+Host syncs (docs/metrics.md). What the host must decide on (finite checks, scales, labels, the
+all-identical flag) is fetched for every layer in one transfer first (``_facts.py``); on an
+accelerator the distance sums' near-duplicate budgets of all layers are read in one more; the
+plugins then yield 0-d tensors, brought to the host together by :func:`settle_rows`. So the
+number of syncs of a call does not grow with the number of layers (k-means convergence checks
+aside).
 
 Which k-means figure is which. ``kmeans_purity`` and ``kmeans_nmi`` of a layer's *first* analysis
 in a recorder come from ``n_init`` k-means++ seedings (scikit-learn's procedure; equal to
@@ -34,13 +42,21 @@ import torch
 from torch import Tensor
 
 from .._errors import NonFiniteError, RepdiagError, RepdiagWarning
-from .._validation import check_finite
-from ..functional import standardize
-from ..functional._clustering import centroids, cluster_distance_sums, cluster_distance_sums_many, undefined_reason
+from .._validation import raise_nonfinite
+from ..functional._clustering import (
+    centroids,
+    cluster_distance_sums,
+    cluster_distance_sums_many,
+    identical_rows,
+    standardized,
+    undefined_reason,
+)
+from ..functional._device import fetch, host_path, label_codes
 from ..functional._kmeans import KMeansResult, kmeans_stack
-from ..functional._precision import metric_input
+from ..functional._precision import checked_rescaled, compute_dtype, scale_for
 from ..tables import MODEL_LAYER
-from ._registry import LayerData, Metric, Row, iter_rows
+from ._facts import LayerFacts, float_samples, gather_facts, known_index
+from ._registry import LayerData, Metric, Row, iter_rows, settle_rows
 
 __all__ = ["Groups", "KMeansMemory", "LayerPlan", "layer_plan", "layer_samples", "on_layer", "run_plan"]
 
@@ -64,12 +80,25 @@ def on_layer(layer: str, metric: str) -> Iterator[None]:
 
 
 def layer_samples(data: LayerData, metric: str) -> Tensor:
-    """The layer's buffered samples, checked finite (a NonFiniteError names the layer)."""
-    x = data.samples
-    assert x is not None  # the registry skips layers without samples
-    x = x if x.is_floating_point() else x.float()
-    check_finite(x, f"the buffered samples of layer {data.layer!r} (metric {metric!r})")
-    return metric_input(x)  # half -> float32 and a power-of-two rescale of extreme magnitudes (exact)
+    """The layer's buffered samples, checked finite (a NonFiniteError names the layer), in their
+    compute dtype at a safe power-of-two scale. Within ``table()`` the check and the scale use the
+    values the plan fetched for all layers at once (``data.plan.facts``); on their own they cost
+    one host sync."""
+    x = float_samples(data)
+    what = f"the buffered samples of layer {data.layer!r} (metric {metric!r})"
+    facts = data.plan.facts if isinstance(data.plan, LayerPlan) else None
+    if facts is None:
+        (x,), _, _ = checked_rescaled([(x, what)])
+        return x
+    raise_nonfinite(facts.bad, x, what)
+    x = x.to(compute_dtype(x.dtype))  # half -> float32 and a power-of-two rescale of extreme magnitudes (exact)
+    s = scale_for(facts.max_abs)
+    return x if s == 1.0 else x * (1.0 / s)
+
+
+def standardize(x: Tensor) -> Tensor:
+    """The standardised copy of samples :func:`layer_samples` checked (not checked again: no sync)."""
+    return standardized(x)
 
 
 @dataclass(frozen=True)
@@ -106,9 +135,10 @@ class KMeansMemory:
 class LayerPlan:
     """The shared pieces of one layer for one call; each computed on first use, then kept."""
 
-    def __init__(self, data: LayerData, memory: KMeansMemory | None = None) -> None:
+    def __init__(self, data: LayerData, memory: KMeansMemory | None = None, facts: LayerFacts | None = None) -> None:
         self.data = data
         self.memory = memory
+        self.facts = facts  # host values fetched for all layers at once (None: read when needed)
         self._pieces: dict[tuple[Any, ...], Any] = {}
 
     def _get(self, key: tuple[Any, ...], make: Callable[[], T]) -> T:
@@ -130,9 +160,14 @@ class LayerPlan:
         def make() -> Groups:
             x = self.x(standardize_, metric)
             assert self.data.labels is not None
-            _, inverse, counts = torch.unique(self.data.labels.to(x.device), return_inverse=True, return_counts=True)
-            k = int(counts.numel())
-            return Groups(x, inverse, counts, k, undefined_reason(x, k))
+            f = self.facts
+            if f is None or f.labels is None or f.identical is None:  # on its own: one host sync
+                host, same = fetch(self.data.labels, identical_rows(x))
+                identical = bool(same[0])
+            else:
+                host, identical = f.labels, f.identical  # all-identical is the same after standardising
+            inverse, counts, k = label_codes(host, x.device)
+            return Groups(x, inverse, counts, k, undefined_reason(x.shape[0], k, identical))
 
         return self._get(("groups", standardize_), make)
 
@@ -182,19 +217,33 @@ def layer_plan(data: LayerData) -> LayerPlan:
 
 def _labelled(d: LayerData, memory: KMeansMemory | None) -> LayerData:
     """The view ``d`` restricted to labelled rows (with a plan of its own), or ``d`` itself when
-    every row is labelled or none is (then the metrics needing labels are skipped)."""
+    every row is labelled or none is (then the metrics needing labels are skipped). Which rows are
+    labelled comes from the host copy of the labels (``d.plan.facts``)."""
     x, y = d.samples, d.labels
-    if y is not None and x is not None:
+    if y is None or x is None:
+        return d
+    f = d.plan.facts
+    if f is None or f.labels is None:
         known = y >= 0
         if bool(known.any()) and not bool(known.all()):
             return _view(d, x[known], y[known], memory)
-    return d
+        return d
+    ki = known_index(f, x.device)
+    if ki is None:
+        return d
+    idx = ki[0]
+    return _view(d, x.index_select(0, idx), y.index_select(0, idx.to(y.device)), memory)
 
 
 def _view(d: LayerData, x: Tensor | None, y: Tensor | None, memory: KMeansMemory | None) -> LayerData:
     out = LayerData(d.layer, d.module, d.depth, x, y, d.stats, d.model, d.module_ref, dict(d.extra))
     out.plan = LayerPlan(out, memory)
     return out
+
+
+def _set_facts(views: Sequence[LayerData], labels: bool) -> None:
+    for v, f in zip(views, gather_facts(views, labels=labels)):
+        v.plan.facts = f
 
 
 def _prefetch_kmeans(metrics: Sequence[Metric], views: Sequence[LayerData], opts: Callable[[Metric], dict[str, Any]]
@@ -273,7 +322,13 @@ def run_plan(data: Sequence[LayerData], metrics: Sequence[Metric], metric_option
         return {**metric_options.get("*", {}), **metric_options.get(m.name, {})}
 
     full = [_view(d, d.samples, d.labels, memory) for d in data]
-    labelled = [_labelled(d, memory) for d in full] if any("labels" in m.needs for m in metrics) else full
+    need_labels = any("labels" in m.needs for m in metrics)
+    if need_labels or any("samples" in m.needs or m.scope == "model" for m in metrics):
+        _set_facts(full, need_labels)  # one host sync for every layer's checks and labels
+    labelled = [_labelled(d, memory) for d in full] if need_labels else full
+    partial = [v for v, d in zip(labelled, full) if v is not d]
+    if partial:
+        _set_facts(partial, True)  # the labelled rows' checks: one more sync, for all such layers
     _prefetch_kmeans([m for m in metrics if "labels" in m.needs], labelled, opts)
     _prefetch_kmeans([m for m in metrics if "labels" not in m.needs], full, opts)
     _prefetch_distance_sums([m for m in metrics if "labels" in m.needs], labelled, opts)
@@ -303,4 +358,4 @@ def run_plan(data: Sequence[LayerData], metrics: Sequence[Metric], metric_option
                 r.setdefault("module", d.module)
                 r.setdefault("depth", d.depth)
                 rows.append(r)
-    return rows, skipped
+    return settle_rows(rows, stacklevel=4), skipped  # every value to the host in one transfer

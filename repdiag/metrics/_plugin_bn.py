@@ -29,7 +29,7 @@ def _channels_off(data: LayerData, off_threshold: float = 0.99) -> Iterator[Row]
     s = data.stats
     frac = s.zeros.double() / float(s.entries_per_unit)
     off = (frac >= float(off_threshold) - 1e-12).double().mean()
-    yield {"value": float(off.item()), "n": s.samples, "threshold": float(off_threshold)}
+    yield {"value": off, "n": s.samples, "threshold": float(off_threshold)}  # to the host with the table
 
 
 @register_metric("gamma", needs=("model",), scope="model", default=True, meaning="norm-layer gamma / beta statistics")

@@ -17,12 +17,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._errors import warn_undefined
-from ..functional import nearest_centroid_accuracy, normalized_mutual_info, purity, stratified_split
-from ..functional._clustering import calinski_harabasz_from, davies_bouldin_from, silhouette_from_sums
-from ..functional._kmeans import KMeansResult
+from .._errors import ConfigError, warn_undefined
+from ..functional._clustering import CH_ZERO_W, calinski_harabasz_parts, davies_bouldin_from, silhouette_from_sums
+from ..functional._device import fetch, to_device
+from ..functional._kmeans import (
+    KMeansResult,
+    contingency,
+    nearest_centroid_codes,
+    nmi_from_contingency,
+    purity_from_contingency,
+    split_host,
+)
+from ..functional._precision import rescaled_on_device
 from ._plan import Groups, LayerPlan, layer_plan, layer_samples, on_layer
-from ._registry import LayerData, Row, register_metric
+from ._registry import LayerData, Pending, Row, register_metric
 
 __all__ = ["on_layer", "layer_samples"]
 
@@ -33,7 +41,8 @@ def _groups(data: LayerData, metric: str, standardize_: bool) -> tuple[LayerPlan
 
 
 def _row(value: Any, g: Groups, standardize_: bool) -> Row:
-    return {"value": float(value), "n": g.x.shape[0], "standardize": bool(standardize_)}
+    # value: a float or a 0-d tensor / Pending, brought to the host with the table's other values
+    return {"value": value, "n": g.x.shape[0], "standardize": bool(standardize_)}
 
 
 @register_metric("silhouette_labels", needs=("samples", "labels", "groups", "distance_sums"), default=True,
@@ -41,14 +50,14 @@ def _row(value: Any, g: Groups, standardize_: bool) -> Row:
 def _silhouette(data: LayerData, standardize: bool = False) -> Iterator[Row]:
     """Mean silhouette coefficient of the class-labelled samples (Euclidean; higher = better clustered)."""
     plan, g = _groups(data, "silhouette_labels", standardize)
+    v: float | Tensor
     with on_layer(data.layer, "silhouette_labels"):
         if g.why:
             warn_undefined("silhouette", g.why)
             v = float("nan")
         else:
             sums = plan.distance_sums(standardize, "silhouette_labels")
-            v = float(silhouette_from_sums(sums, g.inverse, g.counts).to(g.x.dtype).to(torch.float64).mean()
-                      .to(g.x.dtype))
+            v = silhouette_from_sums(sums, g.inverse, g.counts).to(g.x.dtype).to(torch.float64).mean().to(g.x.dtype)
     yield _row(v, g, standardize)
 
 
@@ -57,12 +66,13 @@ def _silhouette(data: LayerData, standardize: bool = False) -> Iterator[Row]:
 def _davies_bouldin(data: LayerData, standardize: bool = False) -> Iterator[Row]:
     """Davies–Bouldin index of the class-labelled samples (lower = better separated classes)."""
     plan, g = _groups(data, "davies_bouldin_labels", standardize)
+    v: float | Tensor
     with on_layer(data.layer, "davies_bouldin_labels"):
         if g.why:
             warn_undefined("Davies-Bouldin index", g.why)
             v = float("nan")
         else:
-            v = float(davies_bouldin_from(g.x, g.inverse, g.counts, plan.centroids(standardize, "davies_bouldin_labels")))
+            v = davies_bouldin_from(g.x, g.inverse, g.counts, plan.centroids(standardize, "davies_bouldin_labels"))
     yield _row(v, g, standardize)
 
 
@@ -71,30 +81,32 @@ def _davies_bouldin(data: LayerData, standardize: bool = False) -> Iterator[Row]
 def _calinski_harabasz(data: LayerData, standardize: bool = False) -> Iterator[Row]:
     """Calinski–Harabasz variance ratio of the class-labelled samples (higher = better separated)."""
     plan, g = _groups(data, "calinski_harabasz_labels", standardize)
+    v: float | Pending
     with on_layer(data.layer, "calinski_harabasz_labels"):
         if g.why:
             warn_undefined("Calinski-Harabasz index", g.why)
             v = float("nan")
         else:
-            v = float(calinski_harabasz_from(g.x, g.inverse, g.counts,
-                                             plan.centroids(standardize, "calinski_harabasz_labels")))
+            value, zero_w = calinski_harabasz_parts(g.x, g.inverse, g.counts,
+                                                    plan.centroids(standardize, "calinski_harabasz_labels"))
+            # the warning for W = 0 is given when the value reaches the host, worded as on_layer would
+            v = Pending(value, ((zero_w, f"calinski_harabasz_labels of layer {data.layer!r}: Calinski-Harabasz "
+                                         f"index is undefined (NaN): {CH_ZERO_W}"),))
     yield _row(v, g, standardize)
 
 
 def _kmeans_rows(data: LayerData, metric: str, k: int | None, n_init: int, seed: int,
-                 standardize_: bool) -> tuple[KMeansResult | None, Tensor, Row]:
+                 standardize_: bool) -> tuple[KMeansResult | None, Groups, int, Row]:
     plan, g = _groups(data, metric, standardize_)
     kk = g.k if k is None else int(k)
     row: Row = {"n": g.x.shape[0], "k": kk, "standardize": bool(standardize_)}
-    assert data.labels is not None
-    y = data.labels.to(g.x.device)
     if kk < 2 or kk > g.x.shape[0]:
         with on_layer(data.layer, metric):
             warn_undefined("k-means agreement", f"k = {kk} clusters for {g.x.shape[0]} samples; need 2 <= k <= n")
-        return None, y, row
+        return None, g, kk, row
     with on_layer(data.layer, metric):
         res = plan.kmeans(kk, n_init, seed, standardize_, metric)
-    return res, y, row
+    return res, g, kk, row
 
 
 @register_metric("kmeans_purity", needs=("samples", "labels", "groups", "kmeans"), default=True,
@@ -102,8 +114,10 @@ def _kmeans_rows(data: LayerData, metric: str, k: int | None, n_init: int, seed:
 def _kmeans_purity(data: LayerData, k: int | None = None, n_init: int = 3, seed: int = 0,
                    standardize: bool = False) -> Iterator[Row]:
     """Purity of k-means clusters (k = number of classes) against the class labels."""
-    res, y, row = _kmeans_rows(data, "kmeans_purity", k, n_init, seed, standardize)
-    yield {**row, "value": float("nan") if res is None else float(purity(y, res.labels))}
+    res, g, kk, row = _kmeans_rows(data, "kmeans_purity", k, n_init, seed, standardize)
+    # the contingency table of the cluster and class codes, on the device (no sync)
+    yield {**row, "value": float("nan") if res is None else
+           purity_from_contingency(contingency(res.labels, kk, g.inverse, g.k))}
 
 
 @register_metric("kmeans_nmi", needs=("samples", "labels", "groups", "kmeans"), default=True,
@@ -111,8 +125,9 @@ def _kmeans_purity(data: LayerData, k: int | None = None, n_init: int = 3, seed:
 def _kmeans_nmi(data: LayerData, k: int | None = None, n_init: int = 3, seed: int = 0,
                 standardize: bool = False) -> Iterator[Row]:
     """Normalised mutual information of k-means clusters (k = number of classes) and class labels."""
-    res, y, row = _kmeans_rows(data, "kmeans_nmi", k, n_init, seed, standardize)
-    yield {**row, "value": float("nan") if res is None else float(normalized_mutual_info(y, res.labels))}
+    res, g, kk, row = _kmeans_rows(data, "kmeans_nmi", k, n_init, seed, standardize)
+    yield {**row, "value": float("nan") if res is None else
+           nmi_from_contingency(contingency(g.inverse, g.k, res.labels, kk))}
 
 
 @register_metric("centroid_accuracy", needs=("samples", "labels"), default=True,
@@ -120,17 +135,26 @@ def _kmeans_nmi(data: LayerData, k: int | None = None, n_init: int = 3, seed: in
 def _centroid_accuracy(data: LayerData, test_fraction: float = 0.25, seed: int = 0,
                        standardize: bool = False) -> Iterator[Row]:
     """Nearest-class-centroid accuracy on a stratified held-out split of the buffered samples."""
-    x = layer_plan(data).samples("centroid_accuracy")
-    y = data.labels
-    assert y is not None
-    y = y.to(x.device)
-    tr, te = stratified_split(y, test_fraction, seed=seed)
+    plan = layer_plan(data)
+    x = plan.samples("centroid_accuracy")
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be in (0, 1); got {test_fraction!r}.")
+    g = plan.groups(False, "centroid_accuracy")  # the class codes (0..k-1) and k, from the host labels
+    assert data.labels is not None
+    host = plan.facts.labels if plan.facts is not None and plan.facts.labels is not None else fetch(data.labels)[0]
+    tr_h, te_h = split_host(host, test_fraction, seed)  # drawn on the host, as stratified_split
+    tr, te = to_device(tr_h, x.device), to_device(te_h, x.device)
     xtr, xte = x[tr], x[te]
     if standardize and xtr.shape[0] > 0:
         std, mean = torch.std_mean(xtr, dim=0, correction=0)
         std = torch.where(std > 0, std, torch.ones_like(std))
-        xtr, xte = (xtr - mean) / std, (xte - mean) / std
+        (xtr, xte), _ = rescaled_on_device((xtr - mean) / std, (xte - mean) / std)  # the test rows may be far out
+    v: float | Tensor
     with on_layer(data.layer, "centroid_accuracy"):
-        v = nearest_centroid_accuracy(xtr, y[tr], xte, y[te])
-    yield {"value": float(v), "n": int(te.numel()), "test_fraction": float(test_fraction),
-           "standardize": bool(standardize)}
+        if g.k < 2 or te_h.size == 0:
+            warn_undefined("nearest-centroid accuracy", "the training split holds fewer than 2 classes"
+                           if g.k < 2 else "the test split is empty")
+            v = float("nan")
+        else:
+            v = nearest_centroid_codes(xtr, g.inverse[tr], g.k, xte, g.inverse[te])
+    yield {"value": v, "n": int(te_h.size), "test_fraction": float(test_fraction), "standardize": bool(standardize)}

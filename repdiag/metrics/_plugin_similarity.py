@@ -30,7 +30,7 @@ def _effective_rank(data: LayerData) -> Iterator[Row]:
     x = layer_samples(data, "effective_rank")
     with on_layer(data.layer, "effective_rank"):
         v = effective_rank(x) if x.shape[0] >= 2 else _too_few(x.shape[0])
-    yield {"value": float(v), "n": x.shape[0]}
+    yield {"value": v, "n": x.shape[0]}
 
 
 @register_metric("participation_ratio", needs=("samples",), meaning="participation ratio")
@@ -39,7 +39,7 @@ def _participation_ratio(data: LayerData) -> Iterator[Row]:
     x = layer_samples(data, "participation_ratio")
     with on_layer(data.layer, "participation_ratio"):
         v = participation_ratio(x) if x.shape[0] >= 2 else _too_few(x.shape[0])
-    yield {"value": float(v), "n": x.shape[0]}
+    yield {"value": v, "n": x.shape[0]}
 
 
 def _too_few(n: int) -> float:
@@ -68,7 +68,7 @@ def _cka_adjacent(data: LayerData, debiased: bool = False) -> Iterator[Row]:
         y = layer_samples(cur, "cka_adjacent")
         with on_layer(cur.layer, "cka_adjacent"):
             v = linear_cka(x, y.to(x.device), debiased=debiased)
-        yield {**row, "value": float(v)}
+        yield {**row, "value": v}
 
 
 def cka_between_runs(a: Any, b: Any, *, layers: list[str] | None = None, debiased: bool = False) -> pd.DataFrame:

@@ -23,7 +23,7 @@ def _channel_sparsity_entries(data: LayerData) -> Iterator[Row]:
     """Mean over channels of each channel's fraction of zero entries (equals `sparsity` by construction)."""
     s = data.stats
     frac = s.zeros.to(torch.float64) / max(s.entries_per_unit, 1)
-    yield {"value": float(frac.mean()), "n": s.samples}
+    yield {"value": frac.mean(), "n": s.samples}
 
 
 @register_metric("channel_sparsity_maps", needs=("stats",), default=True,
@@ -32,7 +32,7 @@ def _channel_sparsity_maps(data: LayerData) -> Iterator[Row]:
     """Mean over channels of the fraction of samples whose whole map of that channel is zero."""
     s = data.stats
     frac = s.zero_maps.to(torch.float64) / max(s.samples, 1)
-    yield {"value": float(frac.mean()), "n": s.samples}
+    yield {"value": frac.mean(), "n": s.samples}  # a 0-d tensor: to the host with the table's values
 
 
 @register_metric("sample_sparsity_mean", needs=("stats",), default=True, meaning="mean per-sample zero fraction")
@@ -41,7 +41,7 @@ def _sample_sparsity_mean(data: LayerData) -> Iterator[Row]:
     s = data.stats
     h = s.sample_zero_hist.to(torch.float64)
     centres = torch.linspace(0.0, 1.0, h.numel(), dtype=torch.float64, device=h.device)
-    yield {"value": float((h * centres).sum() / h.sum()), "n": s.samples}
+    yield {"value": (h * centres).sum() / h.sum(), "n": s.samples}
 
 
 @register_metric("sample_sparsity_quantile", needs=("stats",), meaning="per-sample zero fraction (quantile)")
@@ -51,6 +51,6 @@ def _sample_sparsity_quantile(data: LayerData, quantiles: Sequence[float] = (0.1
     if not qs or any(not 0.0 <= q <= 1.0 for q in qs):
         raise ConfigError(f"quantiles must be a non-empty list of numbers in [0, 1]; got {list(quantiles)!r}.")
     s = data.stats
-    values = histogram_quantiles(s.sample_zero_hist, qs).tolist()
+    values = histogram_quantiles(s.sample_zero_hist, qs)
     for q, v in zip(qs, values):
-        yield {"value": float(v), "n": s.samples, "quantile": q}
+        yield {"value": v, "n": s.samples, "quantile": q}

@@ -14,13 +14,14 @@ as ``data.plan``. A plugin that ignores ``data.plan`` works as before.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
 
-from .._errors import ConfigError, RepdiagError
+from .._errors import ConfigError, RepdiagError, RepdiagWarning
 
 __all__ = [
     "NEEDS",
@@ -28,6 +29,8 @@ __all__ = [
     "LayerData",
     "Metric",
     "Row",
+    "Pending",
+    "settle_rows",
     "register_metric",
     "unregister_metric",
     "get_metric",
@@ -113,7 +116,7 @@ class Metric:
         if "samples" in self.needs and (data.samples is None or data.samples.shape[0] == 0):
             return "no buffered samples (the layer never ran on a due step)"
         if "labels" in self.needs:
-            if data.labels is None or not bool((data.labels >= 0).any()):
+            if data.labels is None or not _any_labelled(data):
                 return "no labels (pass labels=... to rec.step)"
         if "stats" in self.needs and (data.stats is None or int(getattr(data.stats, "batches", 0)) == 0):
             return "no streaming statistics (the layer never ran on a due step)"
@@ -140,7 +143,56 @@ class Metric:
         return {**defaults, **self.accepted(options)}
 
     def __call__(self, data: LayerData, **options: Any) -> list[Row]:
-        return [dict(r) for r in self.fn(data, **self.accepted(options))]
+        """The plugin's rows, values as Python floats (see :func:`settle_rows`)."""
+        return settle_rows([dict(r) for r in self.fn(data, **self.accepted(options))])
+
+
+def _any_labelled(data: LayerData) -> bool:
+    """Whether ``data`` has a labelled row: from the host copy of the labels the table's plan
+    fetched (``data.plan.facts``), else by reading the labels (a host sync on an accelerator)."""
+    facts = getattr(data.plan, "facts", None)
+    if facts is not None and facts.labels is not None:
+        return bool((facts.labels >= 0).any())
+    assert data.labels is not None
+    return bool((data.labels >= 0).any())
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A row value still on its device, with the warnings to give once it reaches the host:
+    ``checks`` holds ``(flag, message)`` pairs, a 0-d bool tensor and the RepdiagWarning's text
+    for when it is True. Built-in plugins yield these (or 0-d tensors) so that ``table()`` brings
+    every value to the host in one transfer instead of one sync per row."""
+
+    value: Tensor
+    checks: tuple[tuple[Tensor, str], ...] = ()
+
+
+def settle_rows(rows: list[Row], *, stacklevel: int = 3) -> list[Row]:
+    """``rows`` with every tensor (0-d) or :class:`Pending` value replaced by a Python float, all
+    fetched in one transfer per device, and the pending warnings given. Floats, None and other
+    values pass through (third-party plugins yielding floats are unaffected)."""
+    from ..functional._device import fetch
+
+    slots: list[tuple[Row, Pending]] = []
+    for r in rows:
+        v = r.get("value")
+        if isinstance(v, Tensor):
+            slots.append((r, Pending(v)))
+        elif isinstance(v, Pending):
+            slots.append((r, v))
+    if not slots:
+        return rows
+    flat = [p.value.reshape(()) for _, p in slots] + [f.reshape(()) for _, p in slots for f, _ in p.checks]
+    got = fetch(*flat)
+    at = len(slots)
+    for i, (r, p) in enumerate(slots):
+        r["value"] = float(got[i][0])
+        for _, message in p.checks:
+            if got[at][0]:
+                warnings.warn(message, RepdiagWarning, stacklevel=stacklevel)
+            at += 1
+    return rows
 
 
 _REGISTRY: dict[str, Metric] = {}
@@ -292,7 +344,10 @@ def resolve_metrics(metrics: str | Sequence[str] | None) -> list[Metric]:
 
 
 def iter_rows(metric: Metric, data: LayerData, options: Mapping[str, Any]) -> Iterator[Row]:
-    """Rows of ``metric`` on ``data``, each tagged with the metric name when the plugin omits it."""
-    for row in metric(data, **options):
+    """Rows of ``metric`` on ``data``, each tagged with the metric name when the plugin omits it.
+    Values may still be tensors or :class:`Pending`: the caller settles them (:func:`settle_rows`),
+    all rows of a table together."""
+    for row in metric.fn(data, **metric.accepted(options)):
+        row = dict(row)
         row.setdefault("metric", metric.name)
         yield row
