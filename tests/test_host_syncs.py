@@ -243,3 +243,26 @@ def test_cuda_table_syncs_do_not_grow_with_layers() -> None:
                 torch.cuda.set_sync_debug_mode(0)
         counts.append(sum("synchroniz" in str(w.message) for w in caught))
     assert counts[0] == counts[1] and counts[0] <= 8, counts
+
+
+def test_gamma_rows_sync_once_however_many_norm_layers() -> None:
+    """The gamma/beta table of a model's norm layers: one transfer for all values (it was one sync
+    per value: 19 per BatchNorm layer), and the same numbers."""
+    from repdiag.bn import gamma_table
+
+    counts = []
+    for layers in (2, 8):
+        torch.manual_seed(0)
+        model = nn.Sequential(*[m for _ in range(layers) for m in (nn.Linear(8, 8), nn.BatchNorm1d(8), nn.ReLU())])
+        for p in model.parameters():
+            p.data.uniform_(-1, 1)
+        with accelerator_paths(), SyncCounter() as sc:
+            t = gamma_table(model, reference=model)
+        counts.append(sc.count())
+        bn = model[1]
+        row = t[(t.layer == "1") & (t.metric == "gamma_std")]
+        assert_close(torch.tensor(row.value.item(), dtype=torch.float64), bn.weight.detach().double().std(correction=0))
+        qs = t[(t.layer == "1") & (t.metric == "beta_quantile")].sort_values("quantile")
+        assert_close(torch.tensor(qs.value.to_numpy()), torch.quantile(bn.bias.detach().double(),
+                                                                       torch.tensor(qs["quantile"].to_numpy())))
+    assert counts[0] == counts[1] == 1, counts

@@ -3,6 +3,8 @@ Morcos, ICLR 2021: how many features BN disables with small gamma)."""
 
 from __future__ import annotations
 
+import math
+
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -13,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .._errors import CheckpointError, ConfigError, RepdiagWarning, ShapeError
-from ..metrics._registry import Row
+from ..metrics._registry import Row, settle_rows
 from ..tables import make_table
 
 __all__ = ["gamma_table", "gamma_rows", "norm_layers", "is_norm_layer", "is_norm_module", "plain_norm_layers", "DEFAULT_THRESHOLDS", "DEFAULT_QUANTILES"]
@@ -92,13 +94,25 @@ def _reference_tensor(reference: Mapping[str, Any], key: str, like: Tensor) -> T
                           "copy.deepcopy(model.state_dict()) taken at initialisation.")
 
 
+def _quantiles(t: Tensor, qs: Sequence[float]) -> Tensor:
+    """``torch.quantile(t, qs)`` (linear interpolation) without its host check of ``qs`` (a sync on
+    CUDA): the positions come from the length, known on the host."""
+    s = t.sort().values
+    pos = [q * (t.numel() - 1) for q in qs]
+    lo = [math.floor(p) for p in pos]
+    hi = [min(i + 1, t.numel() - 1) for i in lo]
+    frac = torch.tensor([p - i for p, i in zip(pos, lo)], dtype=t.dtype).to(t.device)
+    return torch.lerp(s[torch.tensor(lo).to(t.device)], s[torch.tensor(hi).to(t.device)], frac)
+
+
 def gamma_rows(
     model: nn.Module,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     reference: Mapping[str, Any] | nn.Module | None = None,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
 ) -> Iterator[Row]:
-    """Row dicts of :func:`gamma_table` (for the metric plugin)."""
+    """Row dicts of :func:`gamma_table` (for the metric plugin); values are 0-d tensors, to be
+    brought to the host together (:func:`repdiag.metrics._registry.settle_rows`)."""
     taus = _check_levels(thresholds, "thresholds", closed=False)
     qs = _check_levels(quantiles, "quantiles", closed=True)
     if isinstance(reference, nn.Module):
@@ -123,21 +137,23 @@ def gamma_rows(
             ref = None
             if reference is not None:
                 ref = _reference_tensor(reference, f"{name}.weight" if name else "weight", weight).flatten().double()
+        # values stay 0-d tensors on the parameters' device: the caller brings every row's value to
+        # the host in one transfer (settle_rows), not one sync per value and layer
         c = int(gamma.numel())
         for tau in taus:
-            yield {**common, "metric": "gamma_below", "value": float((gamma.abs() < tau).double().mean()), "n": c,
+            yield {**common, "metric": "gamma_below", "value": (gamma.abs() < tau).double().mean(), "n": c,
                    "threshold": tau}
             if ref is not None:
-                yield {**common, "metric": "gamma_below_ref", "value": float((ref.abs() < tau).double().mean()),
+                yield {**common, "metric": "gamma_below_ref", "value": (ref.abs() < tau).double().mean(),
                        "n": c, "threshold": tau}
         for label, t in (("gamma", gamma), ("beta", beta)):
             if t is None:
                 continue
-            yield {**common, "metric": f"{label}_mean", "value": float(t.mean()), "n": c}
-            yield {**common, "metric": f"{label}_std", "value": float(t.std(correction=0)), "n": c}
-            qv = torch.quantile(t, torch.tensor(qs, dtype=t.dtype, device=t.device))
-            for q, v in zip(qs, qv.tolist()):
-                yield {**common, "metric": f"{label}_quantile", "value": float(v), "n": c, "quantile": q}
+            yield {**common, "metric": f"{label}_mean", "value": t.mean(), "n": c}
+            yield {**common, "metric": f"{label}_std", "value": t.std(correction=0), "n": c}
+            qv = _quantiles(t, qs)
+            for i, q in enumerate(qs):
+                yield {**common, "metric": f"{label}_quantile", "value": qv[i], "n": c, "quantile": q}
 
 
 def gamma_table(
@@ -192,4 +208,4 @@ def gamma_table(
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
-    return make_table(list(gamma_rows(model, thresholds, reference, quantiles)))
+    return make_table(settle_rows(list(gamma_rows(model, thresholds, reference, quantiles))))
