@@ -88,7 +88,8 @@ def _run(args: argparse.Namespace, metrics: str | list[str], t0: float) -> int:
     from ..runs import is_run_dir
     from ..training import accuracy, fit
     from ..report import umap_cache_warm
-    from ._progress import PLOT_GUESS, W_EVAL, W_FINDINGS, W_PLOT, W_WRITE, Progress, embed_weight, umap_load_weight
+    from ._progress import (PLOT_GUESS, W_EVAL, W_FINDINGS, W_PLOT, W_ROWS, W_WRITE, Progress, embed_weight,
+                            umap_load_weight)
 
     xtr, ytr, xte, yte = digits_split(seed=args.seed)
     steps = args.epochs * ((xtr.shape[0] + 63) // 64)
@@ -101,8 +102,9 @@ def _run(args: argparse.Namespace, metrics: str | list[str], t0: float) -> int:
                               "choose another --out.")
     fits = _EMBED_GUESS * len(RUNS) if args.embedding == "umap" else 0  # corrected once the layers are known
     umap_warm = umap_cache_warm() if args.embedding == "umap" else True  # the first UMAP use: compile or load
-    bar = Progress(len(runs) * (steps + W_EVAL) + fits * embed_weight(fits) + W_FINDINGS + PLOT_GUESS * W_PLOT + W_WRITE
-                   + (umap_load_weight(umap_warm) if args.embedding == "umap" else 0.0), args.quiet)
+    bar = Progress(len(runs) * (steps + W_EVAL) + W_ROWS + fits * embed_weight(fits) + W_FINDINGS
+                   + PLOT_GUESS * W_PLOT + W_WRITE + (umap_load_weight(umap_warm) if args.embedding == "umap" else 0.0),
+                   args.quiet)
     notes = []
     probes_on = args.probes == "on"
     for i, ((name, group, norm, seed), run_dir) in enumerate(zip(runs, dirs)):
@@ -136,7 +138,7 @@ def _report(args: argparse.Namespace, metrics: str | list[str], dirs: list[str],
     from ._cmd_report import assemble, choose_embed_layers, versions
     from ._data import DataSource
     from ._evaluate import evaluate
-    from ._progress import PLOT_GUESS, W_EVAL, W_FINDINGS, W_PLOT, W_WRITE, embed_weight
+    from ._progress import PLOT_GUESS, W_EVAL, W_FINDINGS, W_PLOT, W_ROWS, W_WRITE, embed_weight
     from ._runs import embedded_runs, finish_report, gather_sources, training_rows
 
     data = DataSource(test[0], test[1], "digits (held-out 25% of scikit-learn's 8x8 digits, standardised)")
@@ -154,13 +156,16 @@ def _report(args: argparse.Namespace, metrics: str | list[str], dirs: list[str],
             "probes during training": "EM shift, landscape" if args.probes == "on" else "none",
             **versions(("umap-learn",) if args.embedding == "umap" else ())}
     firsts = embedded_runs(inputs)
+    bar.phase("read the runs' logged rows")
+    training = training_rows(inputs)
+    bar.advance(W_ROWS)
     if args.embedding == "umap":  # the reserve of _run, corrected to the fits there are
         fits = len(choose_embed_layers(args.embed_layers, results[0].layers)) * len(firsts)
         guess = _EMBED_GUESS * len(RUNS)
         bar.grow(fits * embed_weight(fits) - guess * embed_weight(guess))
     report = assemble(results, embedding=args.embedding, embed_layers=args.embed_layers,
                       embed_samples=args.embed_samples, seed=args.seed, quiet=True, meta=meta, sources={},
-                      training=training_rows(inputs), embed_runs=firsts, bar=bar, umap_warm=umap_warm)
+                      training=training, embed_runs=firsts, bar=bar, umap_warm=umap_warm)
     bar.phase("findings (bootstrap over seeds)")
     report = finish_report(report, inputs)
     bar.advance(W_FINDINGS)

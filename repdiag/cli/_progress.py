@@ -13,15 +13,17 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["Progress", "W_EMBED", "W_EVAL", "W_FINDINGS", "W_PLOT", "W_UMAP_COLD", "W_UMAP_WARM", "W_WRITE",
+__all__ = ["Progress", "W_EMBED", "W_EVAL", "W_FINDINGS", "W_PLOT", "W_UMAP_COLD", "W_ROWS", "W_UMAP_WARM", "W_WRITE",
            "embed_weight", "plot_progress", "progress_bar", "umap_load_text", "umap_load_weight"]
 
-W_EVAL, W_EMBED, W_FINDINGS, W_PLOT, W_WRITE = 25.0, 30.0, 40.0, 6.0, 10.0
-W_UMAP_WARM, W_UMAP_COLD = 60.0, 800.0
-"""Weights of :class:`Progress` in training steps of the demo's SmallCNN (the unit, ~0.05 s on a
-2-core CPU): measuring one run over the held-out digits, one UMAP fit, the findings'
-bootstraps, drawing one figure, writing the files; loading UMAP with numba's cache warm (import
-and a warm-up fit, ~3 s) and cold (compiling it, ~40 s: the first run on a machine)."""
+W_EVAL, W_ROWS, W_EMBED, W_FINDINGS, W_PLOT, W_WRITE = 10.0, 90.0, 25.0, 130.0, 5.0, 10.0
+W_UMAP_WARM, W_UMAP_COLD = 50.0, 1000.0
+"""Weights of :class:`Progress` in training steps of the demo's SmallCNN (the unit, ~0.03 s on a
+2-core CPU), from the demo's own phases (``repdiag demo`` on a shared 2-core AMD EPYC, 2026-12-03):
+measuring one run over the held-out digits (~0.3 s), reading the six run directories' logged
+rows (~3 s), one UMAP fit of ~450 samples (~0.7 s), the findings' bootstraps (~4.5 s), drawing
+one figure (~0.15 s), writing the files; UMAP's first use in a process with numba's cache warm
+(import and a warm-up fit, ~1-3 s) and cold (compiling it: ~34 s, the first run on a machine)."""
 
 PLOT_GUESS = 45
 """Figures a demo report draws (reserved at the start, corrected once they are planned)."""
@@ -58,19 +60,48 @@ def embed_weight(n_fits: int) -> float:
     return W_EMBED / embed_workers(n_fits)
 
 
+def _bar_class() -> Any:
+    """tqdm with an ``{eta}`` field for ``bar_format``, set by its owner (tqdm's own
+    ``{remaining}`` extrapolates from the very first update)."""
+    from tqdm.auto import tqdm
+
+    class _Bar(tqdm):
+        eta = "?"
+
+        @property
+        def format_dict(self) -> dict[str, Any]:
+            return {**super().format_dict, "eta": self.eta}
+
+    return _Bar
+
+
 class Progress:
     """One tqdm bar across the phases of a long command (``repdiag demo``): each phase names
     itself in the description and advances by its weight, so the bar moves with the time spent
-    and ends exactly full. The remaining time is the work left at the average rate so far.
+    and ends exactly full. The remaining time is the work left at the average rate since the
+    first advance ("?" before).
     Work found later (the figures, once planned) corrects the total with :meth:`grow` before it
     starts. Disabled (no output) when ``quiet``."""
 
     def __init__(self, total: float, quiet: bool) -> None:
-        from tqdm.auto import tqdm
+        self.bar = _bar_class()(total=total, desc="repdiag", disable=quiet, file=sys.stderr, leave=True,
+                                dynamic_ncols=True, bar_format="{desc:<40.40} {percentage:3.0f}%|{bar}| {elapsed}<{eta}")
+        self._start: tuple[float, float] | None = None  # (elapsed, units) when the first advance ended
+        self._rate: float | None = None  # seconds per unit since then
 
-        self.bar = tqdm(total=total, desc="repdiag", disable=quiet, file=sys.stderr, leave=True, dynamic_ncols=True,
-                        smoothing=0.0)
-        self.bar.bar_format = "{desc:<40.40} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}"
+    def _estimate(self, n: float) -> None:
+        """The remaining time at the rate since the first advance ended (``n`` units done now):
+        the first step of a process (imports, first calls, allocations) is not extrapolated; "?"
+        until a rate is known."""
+        if self.bar.disable:
+            return
+        elapsed = float(self.bar.format_dict["elapsed"])
+        if self._start is None:
+            self._start = (elapsed, n)
+        elif n > self._start[1] and elapsed > self._start[0]:
+            self._rate = (elapsed - self._start[0]) / (n - self._start[1])
+        if self._rate is not None:
+            self.bar.eta = self.bar.format_interval(max(0.0, self.bar.total - n) * self._rate)
 
     def phase(self, desc: str) -> None:
         """Name what runs now."""
@@ -78,6 +109,7 @@ class Progress:
 
     def advance(self, units: float = 1.0) -> None:
         """Count ``units`` of work as done."""
+        self._estimate(self.bar.n + units)
         self.bar.update(units)
 
     def update(self, units: float = 1.0) -> None:
@@ -88,6 +120,8 @@ class Progress:
         """Add ``units`` of work not known when the bar started (negative: less than reserved;
         never below what is done)."""
         self.bar.total = max(self.bar.total + units, self.bar.n)
+        if self._rate is not None and not self.bar.disable:
+            self.bar.eta = self.bar.format_interval(max(0.0, self.bar.total - self.bar.n) * self._rate)
         self.bar.refresh()
 
     def close(self, desc: str = "done") -> None:

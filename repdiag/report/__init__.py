@@ -2,8 +2,8 @@
 base64 PNG), 2-D embeddings (UMAP or PCA) and layer matching across runs. Reads tables and
 arrays; computes no metric."""
 
-from ._embedding import (EMBEDDINGS, embed, embed_many, embed_workers, enable_numba_cache, load_umap, numba_cache_dir,
-                         umap_cache_warm, warm_up_umap)
+from ._embedding import (EMBEDDINGS, available_cores, embed, embed_many, embed_workers, enable_numba_cache, load_umap,
+                         numba_cache_dir, umap_cache_warm, warm_up_umap)
 from ._match import LayerMatch, layer_positions, match_tables
 from ._summary import ReportData, format_value, group_summary, summary_frame
 from ._html import render_html
@@ -15,6 +15,7 @@ __all__ = [
     "PlannedFigure",
     "LayerMatch",
     "ReportData",
+    "available_cores",
     "embed",
     "embed_many",
     "embed_workers",
