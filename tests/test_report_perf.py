@@ -66,20 +66,27 @@ t0 = time.perf_counter()
 import numpy as np
 from repdiag.report import embed, load_umap, numba_cache_dir
 load_umap()
+
+def counts():  # numba's cache hits and misses (compilations) over umap's and pynndescent's functions
+    from numba.core.dispatcher import Dispatcher
+    seen, hits, misses = set(), 0, 0
+    for name, mod in list(sys.modules.items()):
+        if mod is not None and name.split(".")[0] in ("umap", "pynndescent"):
+            for obj in list(vars(mod).values()):
+                if isinstance(obj, Dispatcher) and id(obj) not in seen:
+                    seen.add(id(obj))
+                    hits += sum(obj.stats.cache_hits.values())
+                    misses += sum(obj.stats.cache_misses.values())
+    return hits, misses
+
+loaded = counts()  # two tiny umap.utils functions with explicit signatures compile at import, before load_umap
 rng = np.random.default_rng(0)
 x = np.concatenate([rng.normal(size=(60, 12)) + 4.0 * k for k in range(3)])
 xy = embed(x, "umap", seed=0)
 seconds = time.perf_counter() - t0
-from numba.core.dispatcher import Dispatcher
-seen, hits, misses = set(), 0, 0
-for name, mod in list(sys.modules.items()):
-    if mod is not None and name.split(".")[0] in ("umap", "pynndescent"):
-        for obj in list(vars(mod).values()):
-            if isinstance(obj, Dispatcher) and id(obj) not in seen:
-                seen.add(id(obj))
-                hits += sum(obj.stats.cache_hits.values())
-                misses += sum(obj.stats.cache_misses.values())
-print(json.dumps({"seconds": seconds, "hits": hits, "misses": misses, "dir": str(numba_cache_dir()),
+hits, misses = counts()
+print(json.dumps({"seconds": seconds, "hits": hits, "import_misses": loaded[1], "misses": misses - loaded[1],
+                  "dir": str(numba_cache_dir()),
                   "digest": hashlib.sha256(xy.tobytes()).hexdigest()}))
 """
 
@@ -101,12 +108,15 @@ def test_the_next_process_loads_umap_from_the_numba_cache(tmp_path: Path) -> Non
     first = _probe(tmp_path / "xdg")
     cache = tmp_path / "xdg" / "repdiag" / "numba"
     assert first["dir"] == str(cache)
-    assert first["misses"] > 50, first  # compiled here
+    # compiled here: pynndescent's (eager signatures) while importing, umap's own in the fit
+    assert first["import_misses"] > 20 and first["misses"] >= 3, first
     index = sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*.nbi"))
     assert any(p.startswith("umap_") for p in index) and any(p.startswith("pynndescent_") for p in index), index
     assert any("_optimize_layout_euclidean_single_epoch" in p for p in index), index  # umap's own, now cached
     second = _probe(tmp_path / "xdg")
-    assert second["misses"] == 0 and second["hits"] >= first["misses"] * 0.5, (first, second)
+    assert second["misses"] == 0 and second["hits"] >= first["misses"], (first, second)  # the fit's code loaded
+    # importing: all but two tiny umap.utils functions, compiled by their explicit signatures at import
+    assert second["import_misses"] <= first["import_misses"] / 10, (first, second)
     assert second["digest"] == first["digest"]  # the cached code computes the same embedding, bit for bit
     assert second["seconds"] <= 1.2 * first["seconds"] + 1.0, (first["seconds"], second["seconds"])
 
