@@ -148,7 +148,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[int, ...],
         return real(arr, "pca")
 
     monkeypatch.setattr(embedding, "embed", fake)
-    monkeypatch.setattr(embedding, "embed_workers", lambda n, cores=None: 1)
+    monkeypatch.setattr(repdiag.report, "embed_workers", lambda n, cores=None: 1)
     monkeypatch.setattr(repdiag.report, "warm_up_umap", lambda: calls.append(("warm-up", (), b"")))
     return calls
 
@@ -272,7 +272,7 @@ def test_report_fit_estimate_leaves_the_first_use_out(monkeypatch: pytest.Monkey
     monkeypatch.setattr(repdiag.report, "warm_up_umap", warm_up)
     monkeypatch.setattr(repdiag.report, "umap_cache_warm", lambda: False)
     monkeypatch.setattr(embedding, "embed", fit)
-    monkeypatch.setattr(embedding, "embed_workers", lambda n, cores=None: 1)
+    monkeypatch.setattr(repdiag.report, "embed_workers", lambda n, cores=None: 1)
     embed_all([np.ones((5, 3))] * 6, "umap", seed=0, quiet=False, desc="umap of 2 runs x 3 layers")
     assert "compile umap" in bars[0].desc  # the first use named as such, without an estimate
     assert [n for n, _ in seen] == [1, 2, 3, 4, 5]

@@ -250,7 +250,7 @@ def embed_all(xs: Sequence[Any], embedding: str, *, seed: int, quiet: bool, desc
     """Every embedding of a report, with honest progress: UMAP's first use (numba compiling or
     loading its code) is a phase of its own, timed apart from the fits, which then cost about the
     same each; the fits run through :func:`repdiag.report.embed_many`."""
-    from ..report import embed_many, umap_cache_warm, warm_up_umap
+    from ..report import embed_many, embed_workers, umap_cache_warm, warm_up_umap
     from ._progress import embed_weight, progress_bar, umap_load_text, umap_load_weight
 
     if embedding == "umap" and xs:
@@ -262,12 +262,13 @@ def embed_all(xs: Sequence[Any], embedding: str, *, seed: int, quiet: bool, desc
         else:
             with progress_bar(None, umap_load_text(warm), quiet, eta=False):
                 warm_up_umap()
+    workers = embed_workers(len(xs))
     if bar is not None:
         bar.phase(desc)
         step = embed_weight(len(xs)) if embedding == "umap" else 0.0
-        return embed_many(xs, embedding, seed=seed, done=lambda i: bar.advance(step))
+        return embed_many(xs, embedding, seed=seed, workers=workers, done=lambda i: bar.advance(step))
     with progress_bar(len(xs), desc, quiet, "fit") as fits:
-        return embed_many(xs, embedding, seed=seed, done=lambda i: fits.update(1))
+        return embed_many(xs, embedding, seed=seed, workers=workers, done=lambda i: fits.update(1))
 
 
 def print_summary(data: ReportData, paths: dict[str, Path], quiet: bool) -> None:

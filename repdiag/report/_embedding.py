@@ -180,16 +180,17 @@ def _worker_init() -> None:
     load_umap()
 
 
-def embed_many(xs: Sequence[Any], method: str = "umap", *, seed: int = 0, workers: int | None = None,
+def embed_many(xs: Sequence[Any], method: str = "umap", *, seed: int = 0, workers: int = 1,
                done: Callable[[int], None] | None = None) -> list[np.ndarray]:
     """``[embed(x, method, seed=seed) for x in xs]``, bitwise, with up to ``workers`` fits at once
-    (default :func:`embed_workers`; PCA always runs here, it is instant).
+    (``repdiag report`` passes :func:`embed_workers`; PCA always runs here, it is instant).
 
     With ``workers > 1`` the fits run in spawned processes (numba's UMAP code holds the GIL, so
     threads gain nothing) while this process fits the first and then takes back every queued
     fit no worker has started; each fit is single-threaded and seeded, so where it runs does not
     change its result. ``done(i)`` is called here as fit ``i`` finishes. A pool that cannot start
-    or breaks leaves its fits to this process.
+    or breaks leaves its fits to this process. Spawned workers import the main module again: a
+    script that calls this with ``workers > 1`` needs the ``if __name__ == "__main__":`` guard.
     """
     arrays = [np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x) for x in xs]
     out: dict[int, np.ndarray] = {}
@@ -199,7 +200,6 @@ def embed_many(xs: Sequence[Any], method: str = "umap", *, seed: int = 0, worker
         if done:
             done(i)
 
-    workers = embed_workers(len(arrays)) if workers is None else workers
     if method != "umap" or workers <= 1 or len(arrays) < 2:
         for i in range(len(arrays)):
             local(i)
