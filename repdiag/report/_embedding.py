@@ -59,7 +59,7 @@ def enable_numba_cache(packages: Sequence[str] = CACHED_PACKAGES) -> int:
     """Give every module-level numba function of ``packages`` (already imported) that has no
     on-disk cache one, as ``@njit(cache=True)`` would; returns how many were switched.
 
-    umap-learn 0.5 declares ``cache=True`` on one function of ~120 it compiles for a fit
+    umap-learn 0.5 declares ``cache=True`` on one of its ~120 numba functions
     (pynndescent on most of its own), so without this every process compiled UMAP's layout,
     fuzzy set and spectral code again (~12 s of a ~13 s first fit, cache or not). A function
     numba cannot cache (dynamic globals) is compiled as before, with a numba warning. Idempotent.
