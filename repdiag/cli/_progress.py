@@ -34,12 +34,8 @@ def progress_bar(total: int | None, desc: str, quiet: bool, unit: str = "it", *,
     shown by its description and elapsed time only."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr, leave=False, dynamic_ncols=True,
-               smoothing=0.0)
-    if not eta:
-        bar.bar_format = "{desc} ({elapsed})"
-        bar.refresh()
-    return bar
+    return tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr, leave=False, dynamic_ncols=True,
+                smoothing=0.0, bar_format=None if eta else "{desc} ({elapsed})")
 
 
 def umap_load_text(warm: bool) -> str:
