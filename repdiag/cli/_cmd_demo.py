@@ -87,7 +87,9 @@ def _run(args: argparse.Namespace, metrics: str | list[str], t0: float) -> int:
     from ..models import he_init, small_cnn
     from ..runs import is_run_dir
     from ..training import accuracy, fit
-    from ._evaluate import W_EMBED, W_EVAL, W_FINDINGS, W_UMAP_IMPORT, Progress
+    from ..report import umap_cache_warm
+    from ._progress import (PLOT_GUESS, W_EVAL, W_FINDINGS, W_PLOT, W_ROWS, W_WRITE, Progress, embed_weight,
+                            umap_load_weight)
 
     xtr, ytr, xte, yte = digits_split(seed=args.seed)
     steps = args.epochs * ((xtr.shape[0] + 63) // 64)
@@ -98,9 +100,11 @@ def _run(args: argparse.Namespace, metrics: str | list[str], t0: float) -> int:
         if d.exists() and not is_run_dir(d):
             raise ConfigError(f"--out {str(out)!r} holds {str(d)!r}, which is not a run directory of a previous demo; "
                               "choose another --out.")
-    embeds = _EMBED_GUESS * len(RUNS) if args.embedding != "none" else 0  # corrected once the layers are known
-    bar = Progress(len(runs) * (steps + W_EVAL) + embeds * W_EMBED + W_UMAP_IMPORT * (args.embedding == "umap")
-                   + W_FINDINGS, args.quiet)
+    fits = _EMBED_GUESS * len(RUNS) if args.embedding == "umap" else 0  # corrected once the layers are known
+    umap_warm = umap_cache_warm() if args.embedding == "umap" else True  # the first UMAP use: compile or load
+    bar = Progress(len(runs) * (steps + W_EVAL) + W_ROWS + fits * embed_weight(fits) + W_FINDINGS
+                   + PLOT_GUESS * W_PLOT + W_WRITE + (umap_load_weight(umap_warm) if args.embedding == "umap" else 0.0),
+                   args.quiet)
     notes = []
     probes_on = args.probes == "on"
     for i, ((name, group, norm, seed), run_dir) in enumerate(zip(runs, dirs)):
@@ -120,20 +124,21 @@ def _run(args: argparse.Namespace, metrics: str | list[str], t0: float) -> int:
                 rec.detach()
         notes.append(f"{name}: small_cnn(norm={norm!r}), seed {seed}, test accuracy {accuracy(model, xte, yte):.3f}")
         save_checkpoint(model, run_dir / "final.pt", factory="repdiag.models:small_cnn", norm=norm)
-    code = _report(args, metrics, [str(d) for d in dirs], (xte, yte), notes, bar)
+    code = _report(args, metrics, [str(d) for d in dirs], (xte, yte), notes, bar, umap_warm)
     bar.close(f"done in {time.perf_counter() - t0:.0f} s")
     return code
 
 
 def _report(args: argparse.Namespace, metrics: str | list[str], dirs: list[str], test: tuple[Any, Any],
-            notes: list[str], bar: Any) -> int:
+            notes: list[str], bar: Any, umap_warm: bool) -> int:
     """The report from the run directories ``dirs``: what ``repdiag report DIRS`` does, with the
     demo's held-out digits and one progress bar."""
     from .._errors import ConfigError
     from ..checkpoint import load_checkpoint
     from ._cmd_report import assemble, choose_embed_layers, versions
     from ._data import DataSource
-    from ._evaluate import W_EMBED, W_EVAL, W_FINDINGS, W_UMAP_IMPORT, evaluate
+    from ._evaluate import evaluate
+    from ._progress import PLOT_GUESS, W_EVAL, W_FINDINGS, W_PLOT, W_ROWS, W_WRITE, embed_weight
     from ._runs import embedded_runs, finish_report, gather_sources, training_rows
 
     data = DataSource(test[0], test[1], "digits (held-out 25% of scikit-learn's 8x8 digits, standardised)")
@@ -151,48 +156,24 @@ def _report(args: argparse.Namespace, metrics: str | list[str], dirs: list[str],
             "probes during training": "EM shift, landscape" if args.probes == "on" else "none",
             **versions(("umap-learn",) if args.embedding == "umap" else ())}
     firsts = embedded_runs(inputs)
-    if args.embedding != "none":
-        n_layers = len(choose_embed_layers(args.embed_layers, results[0].layers))
-        bar.grow(W_EMBED * (n_layers - _EMBED_GUESS) * len(firsts))
-    if args.embedding == "umap":
-        bar.phase("import umap (numba cache)")
-        _import_umap()
-        bar.advance(W_UMAP_IMPORT)
-    if args.embedding != "none":
-        bar.phase(f"{args.embedding} of {len(firsts)} runs x {n_layers} layers")
+    bar.phase("read the runs' logged rows")
+    training = training_rows(inputs)
+    bar.advance(W_ROWS)
+    if args.embedding == "umap":  # the reserve of _run, corrected to the fits there are
+        fits = len(choose_embed_layers(args.embed_layers, results[0].layers)) * len(firsts)
+        guess = _EMBED_GUESS * len(RUNS)
+        bar.grow(fits * embed_weight(fits) - guess * embed_weight(guess))
     report = assemble(results, embedding=args.embedding, embed_layers=args.embed_layers,
                       embed_samples=args.embed_samples, seed=args.seed, quiet=True, meta=meta, sources={},
-                      training=training_rows(inputs), embed_runs=firsts, bar=_Scaled(bar, W_EMBED))
+                      training=training, embed_runs=firsts, bar=bar, umap_warm=umap_warm)
     bar.phase("findings (bootstrap over seeds)")
     report = finish_report(report, inputs)
     bar.advance(W_FINDINGS)
     report.training_metrics = _training_plots(args.training_plots, report.training)
-    return finish(report, args.out, args.quiet, bar=bar)
+    return finish(report, args.out, args.quiet, bar=bar, reserved=PLOT_GUESS * W_PLOT + W_WRITE)
 
 
 _EMBED_GUESS = 3  # layers embedded by default (first, middle, last)
-
-
-def _import_umap() -> None:
-    """Import umap-learn (seconds) with numba's on-disk cache set, so the bar can say so."""
-    import warnings
-
-    from ..report import numba_cache_dir
-
-    numba_cache_dir()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import umap  # noqa: F401
-
-
-class _Scaled:
-    """Stands in for a tqdm bar: each ``update(1)`` advances ``bar`` by ``weight``."""
-
-    def __init__(self, bar: Any, weight: float) -> None:
-        self.bar, self.weight = bar, weight
-
-    def update(self, n: float = 1.0) -> None:
-        self.bar.advance(n * self.weight)
 
 
 def _training_plots(spec: str, training: Any) -> list[str] | None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..report import ReportData
     from ._evaluate import RunResult
+    from ._progress import Progress
 
 EMBED_CHOICES = ("umap", "pca", "none")
 REDUCE_CHOICES = ("mean", "positions", "flatten")
@@ -201,15 +202,17 @@ def choose_embed_layers(spec: str, hooked: Sequence[str]) -> list[str]:
 def assemble(results: Sequence[RunResult], *, embedding: str, embed_layers: str, embed_samples: int, seed: int,
              quiet: bool, meta: dict[str, str], sources: dict[str, str],
              training: pd.DataFrame | None = None, embed_runs: Sequence[str] | None = None,
-             bar: Any = None) -> ReportData:
-    """Match layers, embed the chosen layers' samples, and gather a :class:`ReportData`."""
-    from contextlib import nullcontext
+             bar: Progress | None = None, umap_warm: bool | None = None) -> ReportData:
+    """Match layers, embed the chosen layers' samples (each (run, layer) once, in parallel where
+    :func:`repdiag.report.embed_workers` allows), and gather a :class:`ReportData`.
 
+    ``bar``: a :class:`Progress` to advance (the demo's one bar), else tqdm bars of its own;
+    ``umap_warm``: whether the numba cache was warm when ``bar`` reserved the UMAP warm-up.
+    """
     import torch
 
-    from ..report import ReportData, embed, match_tables
+    from ..report import ReportData, match_tables
     from ..tables import concat_tables
-    from ._evaluate import progress_bar
 
     runs = [r.name for r in results]
     match = match_tables([r.table for r in results] + ([training] if training is not None else []))
@@ -225,19 +228,47 @@ def assemble(results: Sequence[RunResult], *, embedding: str, embed_layers: str,
                 if match.renames.get(r.name, {}).get(orig, orig) in data.embed_layers
                 and (embed_runs is None or r.name in embed_runs)]
         g = torch.Generator().manual_seed(seed)
-        with nullcontext(bar) if bar is not None else progress_bar(len(todo), f"{embedding} embedding", quiet,
-                                                                   "layer") as bar:
-            for r, orig in todo:
-                x, y = r.samples[orig]
-                if x.shape[0] > embed_samples:
-                    idx = torch.randperm(x.shape[0], generator=g)[:embed_samples]
-                    x, y = x[idx], y[idx]
-                label = match.renames.get(r.name, {}).get(orig, orig)
-                data.embeddings[(r.name, label)] = (embed(x, embedding, seed=seed), y.numpy())
-                bar.update(1)
+        keys, xs, ys = [], [], []
+        for r, orig in todo:  # the samples first, in order: the same subsets however the fits run
+            x, y = r.samples[orig]
+            if x.shape[0] > embed_samples:
+                idx = torch.randperm(x.shape[0], generator=g)[:embed_samples]
+                x, y = x[idx], y[idx]
+            keys.append((r.name, match.renames.get(r.name, {}).get(orig, orig)))
+            xs.append(x)
+            ys.append(y.numpy())
+        desc = f"{embedding} of {len({k[0] for k in keys})} runs x {len(data.embed_layers)} layers"
+        fitted = embed_all(xs, embedding, seed=seed, quiet=quiet, desc=desc, bar=bar, umap_warm=umap_warm)
+        data.embeddings = {k: (xy, y) for k, xy, y in zip(keys, fitted, ys)}
     data.gammas = {r.name: {match.renames.get(r.name, {}).get(k, k): v for k, v in r.gammas.items()}
                    for r in results if r.gammas}
     return data
+
+
+def embed_all(xs: Sequence[Any], embedding: str, *, seed: int, quiet: bool, desc: str, bar: Progress | None = None,
+              umap_warm: bool | None = None) -> list[Any]:
+    """Every embedding of a report, with honest progress: UMAP's first use (numba compiling or
+    loading its code) is a phase of its own, timed apart from the fits, which then cost about the
+    same each; the fits run through :func:`repdiag.report.embed_many`."""
+    from ..report import embed_many, embed_workers, umap_cache_warm, warm_up_umap
+    from ._progress import embed_weight, progress_bar, umap_load_text, umap_load_weight
+
+    if embedding == "umap" and xs:
+        warm = umap_cache_warm() if umap_warm is None else umap_warm
+        if bar is not None:
+            bar.phase(umap_load_text(warm))
+            warm_up_umap()
+            bar.advance(umap_load_weight(warm))
+        else:
+            with progress_bar(None, umap_load_text(warm), quiet, eta=False):
+                warm_up_umap()
+    workers = embed_workers(len(xs))
+    if bar is not None:
+        bar.phase(desc)
+        step = embed_weight(len(xs)) if embedding == "umap" else 0.0
+        return embed_many(xs, embedding, seed=seed, workers=workers, done=lambda i: bar.advance(step))
+    with progress_bar(len(xs), desc, quiet, "fit") as fits:
+        return embed_many(xs, embedding, seed=seed, workers=workers, done=lambda i: fits.update(1))
 
 
 def print_summary(data: ReportData, paths: dict[str, Path], quiet: bool) -> None:
@@ -321,17 +352,18 @@ def run(args: argparse.Namespace) -> int:
     return finish(finish_report(report, inputs), args.out, args.quiet)
 
 
-def finish(report: ReportData, out: str, quiet: bool, bar: Any = None) -> int:
-    """Write the report files and print the summary (``bar``: a ``Progress`` to advance)."""
+def finish(report: ReportData, out: str, quiet: bool, bar: Progress | None = None, reserved: float = 0.0) -> int:
+    """Write the report files and print the summary (``bar``: a ``Progress`` to advance, which
+    counted ``reserved`` units for the figures and the files at its start)."""
     from ..report import write_report
     from ._atomic import atomic_dir
-    from ._evaluate import W_WRITE, plot_progress
+    from ._progress import W_WRITE, plot_progress
 
     for note in report.notes:
         print(f"warning: {note}", file=sys.stderr)
     try:
         with atomic_dir(out) as tmp:  # --out holds the old report or the new one, never a mix
-            written = write_report(report, tmp, **plot_progress(report, bar))
+            written = write_report(report, tmp, **plot_progress(report, bar, reserved))
         paths = {kind: Path(out) / p.relative_to(tmp) for kind, p in written.items()}
         if bar is not None:
             bar.advance(W_WRITE)  # the progress of the last figure names "write report.html" (plot_progress)

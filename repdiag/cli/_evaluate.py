@@ -6,7 +6,6 @@ module turns models into tidy tables, sampled activations and gamma arrays.
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from torch import nn
 
 from .._errors import ConfigError, DataError, RepdiagError, RepdiagWarning
 from ._data import DataSource
+from ._progress import Progress, progress_bar  # the bars live in _progress; re-exported for old imports
 
 __all__ = ["Progress", "RunResult", "check_device", "check_inputs", "evaluate", "bn_gammas", "progress_bar"]
 
@@ -34,87 +34,6 @@ class RunResult:
     samples: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     gammas: dict[str, np.ndarray] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-
-def progress_bar(total: int | None, desc: str, quiet: bool, unit: str = "it") -> Any:
-    """A tqdm bar on stderr (disabled when ``quiet``)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=quiet, file=sys.stderr, leave=False, dynamic_ncols=True)
-
-
-W_EVAL, W_EMBED, W_UMAP_IMPORT, W_FINDINGS, W_PLOT, W_WRITE = 25.0, 45.0, 60.0, 15.0, 6.0, 10.0
-"""Weights of :class:`Progress` in training steps (the unit): roughly how long measuring one run,
-one UMAP fit, importing umap, the findings' bootstraps, drawing one figure and writing the files
-take on a 2-core CPU, so the bar moves with the time spent."""
-
-
-class Progress:
-    """One tqdm bar across the phases of a long command (``repdiag demo``): each phase names
-    itself in the description and advances by its weight, so the bar moves with the time spent
-    and ends exactly full. Work found later (the figures, once planned) is added with
-    :meth:`grow` before it starts. Disabled (no output) when ``quiet``."""
-
-    def __init__(self, total: float, quiet: bool) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, desc="repdiag", disable=quiet, file=sys.stderr, leave=True, dynamic_ncols=True)
-        self.bar.bar_format = "{desc:<40.40} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}"
-
-    def phase(self, desc: str) -> None:
-        """Name what runs now."""
-        self.bar.set_description_str(desc, refresh=True)
-
-    def advance(self, units: float = 1.0) -> None:
-        """Count ``units`` of work as done."""
-        self.bar.update(units)
-
-    def update(self, units: float = 1.0) -> None:
-        """tqdm's name for :meth:`advance` (so a :class:`Progress` can stand in for a bar)."""
-        self.advance(units)
-
-    def grow(self, units: float) -> None:
-        """Add ``units`` of work not known when the bar started."""
-        self.bar.total += units
-        self.bar.refresh()
-
-    def close(self, desc: str = "done") -> None:
-        """Finish, described by ``desc`` (the bar stays on screen; it is full when every phase
-        advanced by what it announced)."""
-        self.phase(desc)
-        self.bar.close()
-
-    @property
-    def n(self) -> float:
-        """Units done so far."""
-        return float(self.bar.n)
-
-    @property
-    def total(self) -> float:
-        """Units in all (so far)."""
-        return float(self.bar.total)
-
-
-def plot_progress(report: Any, bar: Progress | None) -> dict[str, Any]:
-    """``write_report`` keywords that advance ``bar`` per figure (none when ``bar`` is None):
-    the figures are planned first, so the bar grows by exactly what is left (the figures, then
-    writing the files: advance by :data:`W_WRITE` once written)."""
-    if bar is None:
-        return {}
-    from ..report import plan_figures
-
-    plan = plan_figures(report)
-    bar.grow(W_PLOT * len(plan) + W_WRITE)
-
-    last = plan[-1].title if plan else ""
-
-    def progress(title: str) -> None:
-        bar.phase(f"plot {title}")
-        bar.advance(W_PLOT)
-        if title == last:  # drawn next, then the files are written
-            bar.phase("last plot; write report.html")
-
-    return {"plan": plan, "progress": progress}
 
 
 def check_device(device: str) -> torch.device:

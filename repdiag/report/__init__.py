@@ -2,7 +2,8 @@
 base64 PNG), 2-D embeddings (UMAP or PCA) and layer matching across runs. Reads tables and
 arrays; computes no metric."""
 
-from ._embedding import EMBEDDINGS, embed, numba_cache_dir
+from ._embedding import (EMBEDDINGS, available_cores, embed, embed_many, embed_workers, enable_numba_cache, load_umap,
+                         numba_cache_dir, umap_cache_warm, warm_up_umap)
 from ._match import LayerMatch, layer_positions, match_tables
 from ._summary import ReportData, format_value, group_summary, summary_frame
 from ._html import render_html
@@ -14,10 +15,15 @@ __all__ = [
     "PlannedFigure",
     "LayerMatch",
     "ReportData",
+    "available_cores",
     "embed",
+    "embed_many",
+    "embed_workers",
+    "enable_numba_cache",
     "format_value",
     "group_summary",
     "layer_positions",
+    "load_umap",
     "make_figures",
     "match_tables",
     "numba_cache_dir",
@@ -25,5 +31,7 @@ __all__ = [
     "render_html",
     "render_markdown",
     "summary_frame",
+    "umap_cache_warm",
+    "warm_up_umap",
     "write_report",
 ]
