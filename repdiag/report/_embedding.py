@@ -171,12 +171,9 @@ def embed_workers(n_items: int, cores: int | None = None) -> int:
 
 
 def _worker_init() -> None:
-    try:  # each worker is one fit at a time: one BLAS thread, no oversubscription
-        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    from threadpoolctl import threadpool_limits
 
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
-        pass
+    threadpool_limits(1)  # each worker is one fit at a time: one BLAS thread, no oversubscription
     load_umap()
 
 
