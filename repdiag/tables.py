@@ -145,7 +145,9 @@ def validate_table(frame: Any) -> pd.DataFrame:
     except (TypeError, ValueError) as exc:
         raise TableError(f"a core column cannot take its schema dtype {CORE_DTYPES}: {exc}") from exc
     for col in cols[len(CORE_COLUMNS):]:
-        if out[col].map(lambda v: isinstance(v, (list, dict, tuple, set))).any():
+        # only object columns can hold nested values (and mapping an empty string column keeps
+        # its string dtype, which cannot reduce with any())
+        if out[col].dtype == object and any(isinstance(v, (list, dict, tuple, set)) for v in out[col]):
             raise TableError(f"column {col!r} holds nested values; tidy tables hold one scalar per cell.")
     return out
 

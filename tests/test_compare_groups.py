@@ -108,3 +108,18 @@ def test_groups_from_recorders_end_to_end() -> None:
     row = res.xs("sparsity", level="metric").iloc[0]
     assert (row["bn_runs"], row["nobn_runs"]) == (2, 2)
     assert not math.isnan(row["ci_low"]) and row["note"] == ""
+
+
+def test_concat_keeps_empty_string_columns_and_still_refuses_nested_cells() -> None:
+    """`repdiag demo --probes off` stacked an empty slice of Parquet rows (a pyarrow string column): the nested-value
+    check reduced a string-dtype result and raised TypeError."""
+    t = make_table([{"run": "r", "layer": "0", "module": "ReLU", "depth": 0, "metric": "m", "value": 1.0,
+                     "setting": "a"}])
+    empty = t.iloc[:0].copy()
+    empty["setting"] = empty["setting"].astype("string[pyarrow]")  # as read back from Parquet
+    out = repdiag.tables.concat_tables([t, empty])
+    assert len(out) == 1 and out["setting"].tolist() == ["a"]
+    bad = t.copy()
+    bad["setting"] = pd.Series([[1, 2]], dtype=object)
+    with pytest.raises(repdiag.tables.TableError, match="nested values"):
+        repdiag.tables.concat_tables([bad])
