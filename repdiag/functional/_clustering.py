@@ -147,27 +147,17 @@ def host_workers(n_tasks: int) -> int:
 def cluster_distance_sums_many(items: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
     """:func:`cluster_distance_sums` of several ``(x, onehot)`` pairs (the layers of a table).
 
-    On the host path the pairs run in parallel, one thread and one BLAS thread each: numpy releases
-    the GIL in its products and ufuncs, and the passes over each block (row minimum, square root)
-    are single-threaded in numpy, so a layer per core beats every core on one layer (20 layers of
-    4096 x 64 on 2 cores: 0.63 s against 1.15 s). Results are those of the serial calls up to the
+    On the host path the block pairs of all inputs are shared among a thread per core, one BLAS
+    thread each (:func:`_host_distance_sums`): numpy releases the GIL in its products and ufuncs,
+    and its passes over each block (row minimum, square root) are single-threaded (20 layers of
+    4096 x 64 on 2 cores: 0.63 s against 1.15 s a layer at a time). Results are those of the serial calls up to the
     rounding of float32 products (a BLAS on one thread may split a product differently). On an
     accelerator the near-duplicate budgets of all pairs are read in one host sync; the pairs over
     budget are recomputed exactly."""
     host = [i for i, (x, _) in enumerate(items) if host_path(x) and x.dtype in (torch.float32, torch.float64)]
     out: list[Tensor | None] = [None] * len(items)
-    workers = host_workers(len(host))
-    if workers < 2:
-        for i in host:
-            out[i] = _distance_sums_numpy(*items[i], None, workers=None)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-            for i, res in zip(host, pool.map(lambda i: _distance_sums_numpy(*items[i], None, 1), host)):
-                out[i] = res
+    for i, res in zip(host, _host_distance_sums([items[i] for i in host], None, None) if host else []):
+        out[i] = res
     rest = [i for i in range(len(items)) if out[i] is None]
     capped = [_distance_sums(*items[i], None, cap_per_block=4 * 4096) for i in rest]
     if rest:
@@ -205,31 +195,43 @@ def _distance_sums(x: Tensor, onehot: Tensor, block: int | None, cap_per_block: 
 
 
 def _distance_sums_numpy(x: Tensor, onehot: Tensor, block: int | None, workers: int | None = 1) -> Tensor:
-    """:func:`_distance_sums` on CPU, through numpy and its BLAS (OpenBLAS in numpy's wheels).
+    """:func:`_distance_sums` on CPU, through numpy and its BLAS (see :func:`_host_distance_sums`)."""
+    return _host_distance_sums([(x, onehot)], block, workers)[0]
+
+
+def _host_distance_sums(items: list[tuple[Tensor, Tensor]], block: int | None, workers: int | None) -> list[Tensor]:
+    """:func:`_distance_sums` of each ``(x, onehot)`` on CPU, through numpy and its BLAS (OpenBLAS
+    in numpy's wheels).
 
     PyTorch's CPU wheels call MKL, whose float32 GEMM does not use AVX-512 on AMD processors:
     2.5x below OpenBLAS per thread there (docs/benchmarks.md). Every step of the block loop stays
     in numpy, so OpenBLAS's worker threads do not take turns with PyTorch's between steps. With
-    ``workers > 1`` (None: :func:`host_workers`) the blocks are shared among that many threads, one
-    BLAS thread each, each adding into sums of its own: numpy's passes over a block are
-    single-threaded, and OpenBLAS's own threads gain little on these shapes (n=10,000, d=512 on 2
-    cores: 0.83 s against 2.1 s with one thread and two BLAS threads)."""
+    ``workers > 1`` (None: :func:`host_workers`) the block pairs of all inputs are shared among
+    that many threads, one BLAS thread each, each adding into sums of its own: numpy's passes over
+    a block are single-threaded, and OpenBLAS's own threads gain little on these shapes and lose
+    much when another process takes a core (n=10,000, d=512 on 2 cores: 0.83 s against 2.1 s with
+    one thread and two BLAS threads). Every input's pairs are dealt out to all threads, so a
+    table's layers keep every core busy to the end (5 layers on 2 cores would otherwise leave one
+    idle for the last)."""
     import numpy as np
 
-    n = x.shape[0]
-    block = _auto_block(n, 1024) if block is None else check_positive_int(block, "block")
-    xc = x.numpy()  # numpy only from here: this may run in a worker thread (no OpenMP team of its own)
-    xc = xc - xc.mean(axis=0, dtype=np.float64).astype(xc.dtype)
-    sq = np.einsum("ij,ij->i", xc, xc)[:, None]
-    one = np.ones_like(sq)
-    left = np.concatenate([xc, sq, one], axis=1)
-    right = np.concatenate([-2 * xc, one, sq], axis=1)
-    oh = onehot.numpy().astype(xc.dtype)
-    sq = sq[:, 0]
-    pairs = [(i, j) for i in range(0, n, block) for j in range(i, n, block)]
+    jobs = []
+    for x, onehot in items:
+        n = x.shape[0]
+        b = _auto_block(n, 1024) if block is None else check_positive_int(block, "block")
+        xc = x.numpy()  # numpy only from here: this may run in a worker thread (no OpenMP team of its own)
+        xc = xc - xc.mean(axis=0, dtype=np.float64).astype(xc.dtype)
+        sq = np.einsum("ij,ij->i", xc, xc)[:, None]
+        one = np.ones_like(sq)
+        left = np.concatenate([xc, sq, one], axis=1)
+        right = np.concatenate([-2 * xc, one, sq], axis=1)
+        oh = onehot.numpy().astype(xc.dtype)
+        pairs = [(i, j) for i in range(0, n, b) for j in range(i, n, b)]
+        jobs.append((xc, sq[:, 0], left, right, oh, b, pairs, onehot.shape))
 
-    def run(mine: list[tuple[int, int]]) -> np.ndarray:
-        sums = np.zeros(onehot.shape, dtype=np.float64)
+    def run(job: int, mine: list[tuple[int, int]]) -> np.ndarray:
+        xc, sq, left, right, oh, block, _, shape = jobs[job]
+        sums = np.zeros(shape, dtype=np.float64)
         for i, j in mine:
             d = left[i:i + block] @ right[j:j + block].T
             if i == j:
@@ -254,16 +256,21 @@ def _distance_sums_numpy(x: Tensor, onehot: Tensor, block: int | None, workers: 
                 sums[j:j + block] += d.T @ oh[i:i + block]
         return sums
 
-    workers = host_workers(len(pairs)) if workers is None else min(workers, len(pairs))
+    total = sum(len(j[6]) for j in jobs)
+    workers = host_workers(total) if workers is None else min(workers, total)
     if workers < 2:
-        return torch.from_numpy(run(pairs))
+        return [torch.from_numpy(run(k, job[6])) for k, job in enumerate(jobs)]
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
 
+    tasks = [(k, job[6][w::workers]) for k, job in enumerate(jobs) for w in range(workers) if job[6][w::workers]]
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(run, [pairs[w::workers] for w in range(workers)]))
-    return torch.from_numpy(np.sum(parts, axis=0))
+        parts = list(pool.map(lambda t: run(*t), tasks))
+    out = [np.zeros(job[7], dtype=np.float64) for job in jobs]
+    for (k, _), part in zip(tasks, parts):
+        out[k] += part
+    return [torch.from_numpy(o) for o in out]
 
 
 def silhouette_from_sums(sums: Tensor, inverse: Tensor, counts: Tensor) -> Tensor:
