@@ -183,61 +183,19 @@ def embed_many(xs: Sequence[Any], method: str = "umap", *, seed: int = 0, worker
     (``repdiag report`` passes :func:`embed_workers`; PCA always runs here, it is instant).
 
     With ``workers > 1`` the fits run in spawned processes (numba's UMAP code holds the GIL, so
-    threads gain nothing) while this process fits the first and then takes back every queued
-    fit no worker has started; each fit is single-threaded and seeded, so where it runs does not
-    change its result. ``done(i)`` is called here as fit ``i`` finishes. A pool that cannot start
-    or breaks leaves its fits to this process. Spawned workers import the main module again: a
-    script that calls this with ``workers > 1`` needs the ``if __name__ == "__main__":`` guard.
+    threads gain nothing; :func:`repdiag.report._spread.spread`); each fit is single-threaded and
+    seeded, so where it runs does not change its result. ``done(i)`` is called here as fit ``i``
+    finishes. Spawned workers import the main module again: a script that calls this with
+    ``workers > 1`` needs the ``if __name__ == "__main__":`` guard.
     """
+    from functools import partial
+
+    from ._spread import spread
+
     arrays = [np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x) for x in xs]
-    out: dict[int, np.ndarray] = {}
-
-    def local(i: int) -> None:
-        out[i] = embed(arrays[i], method, seed=seed)
-        if done:
-            done(i)
-
-    if method != "umap" or workers <= 1 or len(arrays) < 2:
-        for i in range(len(arrays)):
-            local(i)
-        return [out[i] for i in range(len(arrays))]
-    import multiprocessing
-    from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
-    numba_cache_dir()  # the workers inherit the environment: the same cache
-    futures: dict[int, Future[np.ndarray]] = {}
-    pool = None
-    try:
-        pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init)
-        for i in range(1, len(arrays)):
-            futures[i] = pool.submit(embed, arrays[i], method, seed=seed)
-    except OSError:  # no processes here: what was not submitted runs in this process
-        pass
-    reported: set[int] = set()
-
-    def collect(block: bool) -> None:  # the workers' finished fits, reported here as they end
-        pending = {fut: i for i, fut in futures.items() if i not in reported and not fut.cancelled()}
-        for fut in as_completed(pending) if block else [f for f in pending if f.done()]:
-            i = pending[fut]
-            try:
-                out[i] = fut.result()
-            except BrokenProcessPool:
-                out[i] = embed(arrays[i], method, seed=seed)
-            reported.add(i)
-            if done:
-                done(i)
-
-    try:
-        local(0)
-        for i in range(1, len(arrays)):  # in order: what no worker took, this process does
-            collect(block=False)
-            fut = futures.get(i)
-            if fut is None or fut.cancel():
-                local(i)
-        collect(block=True)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-    return [out[i] for i in range(len(arrays))]
+    if method != "umap":
+        workers = 1
+    else:
+        numba_cache_dir()  # the workers inherit the environment: the same cache
+    return spread(partial(embed, method=method, seed=seed), arrays, workers=workers, done=done,
+                  initializer=_worker_init)
