@@ -19,12 +19,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["host_path", "accelerator_paths", "fetch", "to_device", "label_codes"]
+__all__ = ["host_path", "accelerator_paths", "available_cores", "fetch", "to_device", "label_codes"]
 
 # False outside accelerator_paths(); a context variable, so a test's switch cannot leak into
 # another thread or outlive its ``with`` block.
 _FORCE_ACCELERATOR: contextvars.ContextVar[bool] = contextvars.ContextVar("repdiag_force_accelerator",
                                                                             default=False)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def host_path(t: Tensor) -> bool:

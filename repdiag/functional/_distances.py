@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_int
-from ._device import fetch, host_path
+from ._device import available_cores, fetch, host_path
 
 __all__ = ["cluster_distance_sums", "cluster_distance_sums_many", "distance_sums_capped", "distance_sums_exact",
            "host_workers"]
@@ -95,10 +95,7 @@ def distance_sums_exact(x: Tensor, onehot: Tensor, *, block: int | None = None) 
 def host_workers(n_tasks: int) -> int:
     """Threads for ``n_tasks`` independent CPU kernels: at most one per core this process may use
     and at most PyTorch's intra-op thread count (``torch.set_num_threads`` caps both)."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(n_tasks, cores, torch.get_num_threads()))
+    return max(1, min(n_tasks, available_cores(), torch.get_num_threads()))
 
 
 def cluster_distance_sums_many(items: list[tuple[Tensor, Tensor]]) -> list[Tensor]:

@@ -18,14 +18,9 @@ from torch import Tensor
 from .._errors import ConfigError, ShapeError
 from .._validation import check_nonneg_float, check_positive_int, check_samples
 from ._agreement import (  # noqa: F401 - re-exported: they lived here
-    contingency,
     nearest_centroid_accuracy,
-    nearest_centroid_codes,
-    nmi_from_contingency,
     normalized_mutual_info,
     purity,
-    purity_from_contingency,
-    split_host,
     stratified_split,
 )
 from ._device import fetch, host_path

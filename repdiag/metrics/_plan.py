@@ -51,7 +51,7 @@ from ..functional._clustering import (
     standardized,
     undefined_reason,
 )
-from ..functional._device import fetch, host_path, label_codes
+from ..functional._device import fetch, label_codes
 from ..functional._kmeans import KMeansResult, kmeans_stack
 from ..functional._precision import checked_rescaled, compute_dtype, scale_for
 from ..tables import MODEL_LAYER

@@ -20,14 +20,14 @@ from torch import Tensor
 from .._errors import ConfigError, warn_undefined
 from ..functional._clustering import CH_ZERO_W, calinski_harabasz_parts, davies_bouldin_from, silhouette_from_sums
 from ..functional._device import fetch, to_device
-from ..functional._kmeans import (
-    KMeansResult,
+from ..functional._agreement import (
     contingency,
     nearest_centroid_codes,
     nmi_from_contingency,
     purity_from_contingency,
     split_host,
 )
+from ..functional._kmeans import KMeansResult
 from ..functional._precision import rescaled_on_device
 from ._plan import Groups, LayerPlan, layer_plan, layer_samples, on_layer
 from ._registry import LayerData, Pending, Row, register_metric

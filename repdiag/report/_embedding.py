@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import ConfigError
+from ..functional._device import available_cores  # noqa: F401 - re-exported
 
 __all__ = ["EMBEDDINGS", "embed", "embed_many", "embed_workers", "enable_numba_cache", "load_umap", "numba_cache_dir", "umap_cache_warm",
            "warm_up_umap"]
@@ -152,14 +153,6 @@ def embed(x: Any, method: str = "umap", *, seed: int = 0, n_neighbors: int = 15)
             out = np.asarray(reducer.fit_transform(arr.astype(np.float32)), dtype=np.float64)
     out[~finite] = np.nan
     return out
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def embed_workers(n_items: int, cores: int | None = None) -> int:

@@ -118,7 +118,7 @@ def plan_figures(data: ReportData) -> list[PlannedFigure]:
 def figure_workers(n_figures: int, cores: int | None = None) -> int:
     """Figures drawn at once: one per core (this process and ``cores - 1`` spawned ones, which pay
     ~3 s to import repdiag and matplotlib), one for fewer than 8 figures."""
-    from ._embedding import available_cores
+    from ..functional._device import available_cores
 
     cores = available_cores() if cores is None else cores
     return 1 if n_figures < 8 else max(1, min(n_figures, cores))
